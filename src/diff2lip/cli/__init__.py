@@ -1,0 +1,55 @@
+"""The ``diff2lip`` console script: one thin subcommand per module in this package.
+
+Each module ``diff2lip/cli/<name>.py`` defines ``ORDER: int`` (position in ``--help``) and
+``register(subparsers) -> None``, which adds its parser and sets ``func`` (``args -> int | None``).
+Modules import heavy dependencies (torch, av) inside ``func`` so that ``--help`` stays fast.
+User errors (:class:`~diff2lip.errors.Diff2LipError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from diff2lip import __version__
+from diff2lip.errors import Diff2LipError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diff2lip",
+        description="Diff2Lip: audio-conditioned diffusion lip-sync — generate, train, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"diff2lip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = [
+        importlib.import_module(f"{__name__}.{m.name}")
+        for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith("_")
+    ]
+    for mod in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 1
+    try:
+        rc = args.func(args)
+    except Diff2LipError as e:
+        print(f"diff2lip {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diff2lip {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

