@@ -1,0 +1,746 @@
+"""Streaming video I/O with PyAV: probe, chunked decode, H.264 encode with the original audio muxed back.
+
+DESIGN.md §2/§6: frames are decoded *streaming* (memory bounded by the chunk size, never by the video
+length), at any input frame rate including variable frame rate (every frame carries its own presentation
+timestamp), upright (container rotation applied), and a still image is a valid input. The writer keeps each
+frame's timing, muxes the original audio at its own sample rate, and never leaves a partial output file
+behind (DESIGN.md §8.6: it writes a hidden temporary file beside the target and renames it on success).
+
+Conventions:
+
+* Frames are ``uint8`` RGB arrays of shape ``(N, H, W, 3)``.
+* Times are ``float64`` seconds relative to the first frame of the stream (the first frame is at 0.0).
+* ``rotation`` is FFmpeg's display-matrix angle: the number of degrees (0, 90, 180 or 270) by which the
+  stored picture must be turned *counter-clockwise* to be displayed upright. A phone's portrait clip
+  (legacy ``rotate=90`` tag, i.e. 90° clockwise) therefore has ``rotation == 270``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+
+from diff2lip.errors import Diff2LipError
+
+__all__ = [
+    "FrameChunk",
+    "VideoInfo",
+    "VideoReader",
+    "VideoWriter",
+    "iter_frames",
+    "probe",
+    "read_all",
+    "rotate_frames",
+]
+
+# Container formats that FFmpeg uses for single still images (png_pipe, jpeg_pipe, webp_pipe, ...).
+_IMAGE_DEMUXERS = ("image2",)
+# Fine time base for written video timestamps (the MPEG 90 kHz clock): exact to 11 µs, so VFR survives.
+_VIDEO_TIME_BASE = Fraction(1, 90000)
+# AAC bit rate per channel; 96 kb/s per channel is transparent for speech and music.
+_AAC_BITRATE_PER_CHANNEL = 96_000
+# Default channel layout per channel count for AAC output (FFmpeg's names).
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+# --------------------------------------------------------------------------------------------- probing
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` learns about a video (or still image) file.
+
+    ``width``/``height`` are as displayed, i.e. after ``rotation`` is applied. ``fps`` is the stream's
+    average rate (0.0 for a still image, which has no intrinsic rate); ``duration`` is in seconds
+    (``None`` for a still image or when the container does not say); ``num_frames`` is the container's
+    frame count or ``None`` when unknown (e.g. Matroska). ``rotation`` follows the module convention
+    (counter-clockwise degrees, one of 0/90/180/270).
+    """
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    time_base: Fraction
+    duration: float | None
+    num_frames: int | None
+    rotation: int
+    has_audio: bool
+    audio_sample_rate: int | None
+    is_image: bool
+    audio_channels: int | None = None
+    audio_duration: float | None = None
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise Diff2LipError("no such file", p)
+    if p.is_dir():
+        raise Diff2LipError("is a directory, expected a media file", p)
+    return p
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), "r")
+    except av.FFmpegError as e:
+        raise Diff2LipError(f"cannot read media file ({_one_line(e)})", path) from e
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _normalise_rotation(degrees: float) -> int:
+    """Round an angle to the nearest multiple of 90 and map it into {0, 90, 180, 270}."""
+    return round(degrees / 90.0) % 4 * 90
+
+
+def _stream_rotation(stream: av.video.stream.VideoStream, first_frame: av.VideoFrame | None) -> int:
+    """Counter-clockwise display rotation from the display matrix (frame side data) or a 'rotate' tag."""
+    if first_frame is not None and first_frame.rotation:
+        return _normalise_rotation(first_frame.rotation)
+    tag = stream.metadata.get("rotate")
+    if tag:
+        try:
+            # The legacy tag is clockwise; our convention is counter-clockwise.
+            return _normalise_rotation(-float(tag))
+        except ValueError:
+            return 0
+    return 0
+
+
+def _is_image(container: av.container.InputContainer) -> bool:
+    name = container.format.name
+    return name in _IMAGE_DEMUXERS or name.endswith("_pipe")
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None or value <= 0:
+        return None
+    return float(value * time_base)
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read a file's video metadata (size as displayed, fps, duration, rotation, audio).
+
+    Decodes exactly one frame, which both proves the file is decodable and reads the per-frame display
+    matrix (where FFmpeg ≥ 7 exposes the container rotation).
+
+    Raises:
+        Diff2LipError: the file is missing, unreadable, or has no (decodable) video stream.
+    """
+    p = _check_path(path)
+    with _open_input(p) as container:
+        if not container.streams.video:
+            raise Diff2LipError("has no video stream", p)
+        stream = container.streams.video[0]
+        try:
+            first = next(iter(container.decode(stream)), None)
+        except av.FFmpegError as e:
+            raise Diff2LipError(f"cannot decode video ({_one_line(e)})", p) from e
+        if first is None:
+            raise Diff2LipError("video stream has no decodable frames", p)
+        rotation = _stream_rotation(stream, first)
+        width = stream.codec_context.width or first.width
+        height = stream.codec_context.height or first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        is_image = _is_image(container)
+        time_base = stream.time_base or Fraction(1, 90000)
+        if is_image:
+            fps, duration, num_frames = 0.0, None, 1
+        else:
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            duration = _seconds(stream.duration, stream.time_base)
+            if duration is None and container.duration:
+                duration = container.duration / av.time_base
+            num_frames = stream.frames or None
+            if rate:
+                fps = float(rate)
+            elif num_frames and duration:
+                fps = num_frames / duration
+            else:
+                fps = 0.0
+        audio = container.streams.audio[0] if container.streams.audio else None
+        return VideoInfo(
+            path=p,
+            width=int(width),
+            height=int(height),
+            fps=fps,
+            time_base=time_base,
+            duration=duration,
+            num_frames=num_frames,
+            rotation=rotation,
+            has_audio=audio is not None,
+            audio_sample_rate=None if audio is None else int(audio.codec_context.sample_rate),
+            is_image=is_image,
+            audio_channels=None if audio is None else int(audio.codec_context.channels),
+            audio_duration=None if audio is None else _seconds(audio.duration, audio.time_base),
+        )
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class FrameChunk:
+    """Consecutive decoded frames.
+
+    ``frames``: ``(N, H, W, 3)`` uint8 RGB, upright. ``times``: ``(N,)`` float64 presentation times in
+    seconds relative to the first frame of the stream. ``start_index``: index of ``frames[0]`` in the
+    whole stream.
+    """
+
+    frames: np.ndarray
+    times: np.ndarray
+    start_index: int
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn frames counter-clockwise by ``rotation`` degrees (a multiple of 90) so they display upright.
+
+    Accepts a single frame ``(H, W, C)`` or a batch ``(N, H, W, C)``; returns a C-contiguous array
+    (the input itself when ``rotation`` is 0).
+    """
+    if rotation % 90:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    k = (rotation // 90) % 4
+    if k == 0:
+        return frames
+    axes = (0, 1) if frames.ndim == 3 else (1, 2)
+    return np.ascontiguousarray(np.rot90(frames, k=k, axes=axes))
+
+
+class VideoReader:
+    """Decode a video (or still image) in chunks of upright RGB frames with their timestamps.
+
+    Iterating yields :class:`FrameChunk` objects of at most ``chunk_size`` frames; each iteration
+    re-opens the file, so a reader can be iterated more than once. Memory is bounded by ``chunk_size``,
+    not by the video length. Frame times come from each frame's ``pts × time_base`` (never from an
+    assumed constant rate), so variable-frame-rate input keeps its timing.
+
+    A still image (png, jpg, ...) yields the same frame repeated at ``image_fps`` for ``image_duration``
+    seconds (``round(image_fps × image_duration)`` frames); ``image_duration`` is then required (callers
+    pass the audio length).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        chunk_size: int = 32,
+        image_fps: float = 25.0,
+        image_duration: float | None = None,
+    ):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.info = probe(path)
+        self.path = self.info.path
+        self.chunk_size = int(chunk_size)
+        if self.info.is_image:
+            if image_duration is None:
+                raise Diff2LipError(
+                    "is a still image: a duration is needed (pass the audio length)", self.path
+                )
+            if not image_fps > 0 or not image_duration > 0:
+                raise Diff2LipError(
+                    f"still image needs fps > 0 and duration > 0 (got {image_fps}, {image_duration})",
+                    self.path,
+                )
+        self.image_fps = float(image_fps)
+        self.image_duration = image_duration
+
+    @property
+    def fps(self) -> float:
+        """Nominal frame rate: the stream's average rate, or ``image_fps`` for a still image."""
+        return self.image_fps if self.info.is_image else self.info.fps
+
+    @property
+    def num_frames(self) -> int | None:
+        """Number of frames that iteration yields, when known in advance."""
+        if self.info.is_image:
+            return max(1, round(self.image_fps * float(self.image_duration or 0.0)))
+        return self.info.num_frames
+
+    @property
+    def width(self) -> int:
+        return self.info.width
+
+    @property
+    def height(self) -> int:
+        return self.info.height
+
+    def __iter__(self) -> Iterator[FrameChunk]:
+        if self.info.is_image:
+            yield from self._iter_image()
+        else:
+            yield from self._iter_video()
+
+    def _iter_image(self) -> Iterator[FrameChunk]:
+        with _open_input(self.path) as container:
+            stream = container.streams.video[0]
+            frame = next(iter(container.decode(stream)))
+            image = rotate_frames(frame.to_ndarray(format="rgb24"), self.info.rotation)  # (H, W, 3)
+        n = self.num_frames or 1
+        for start in range(0, n, self.chunk_size):
+            count = min(self.chunk_size, n - start)
+            frames = np.repeat(image[None], count, axis=0)  # (count, H, W, 3)
+            times = (start + np.arange(count, dtype=np.float64)) / self.image_fps
+            yield FrameChunk(frames=frames, times=times, start_index=start)
+
+    def _iter_video(self) -> Iterator[FrameChunk]:
+        rotation = self.info.rotation
+        # Decoded (stored) size; frames are rotated to the displayed size after conversion.
+        sh, sw = (
+            (self.info.width, self.info.height)
+            if rotation in (90, 270)
+            else (self.info.height, self.info.width)
+        )
+        oh, ow = self.info.height, self.info.width
+        with _open_input(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            time_base = stream.time_base
+            fallback_dt = 1.0 / (self.info.fps or 25.0)
+            buf = np.empty((self.chunk_size, oh, ow, 3), np.uint8)  # (chunk, H, W, 3)
+            times = np.empty(self.chunk_size, np.float64)
+            n_in_buf = 0
+            index = 0
+            first_pts: int | None = None
+            last_time = -fallback_dt
+            decoder = container.decode(stream)
+            while True:
+                try:
+                    frame = next(decoder, None)
+                except av.FFmpegError as e:
+                    raise Diff2LipError(
+                        f"decoding failed at frame {index} ({_one_line(e)})", self.path
+                    ) from e
+                if frame is None:
+                    break
+                if frame.pts is not None and time_base is not None:
+                    if first_pts is None:
+                        first_pts = frame.pts
+                    t = float((frame.pts - first_pts) * time_base)
+                else:
+                    t = last_time + fallback_dt
+                last_time = t
+                rgb = frame.to_ndarray(format="rgb24", width=sw, height=sh)  # (sh, sw, 3)
+                buf[n_in_buf] = rotate_frames(rgb, rotation)
+                times[n_in_buf] = t
+                n_in_buf += 1
+                index += 1
+                if n_in_buf == self.chunk_size:
+                    yield FrameChunk(frames=buf, times=times, start_index=index - n_in_buf)
+                    buf = np.empty((self.chunk_size, oh, ow, 3), np.uint8)
+                    times = np.empty(self.chunk_size, np.float64)
+                    n_in_buf = 0
+            if n_in_buf:
+                yield FrameChunk(frames=buf[:n_in_buf], times=times[:n_in_buf], start_index=index - n_in_buf)
+            if index == 0:
+                raise Diff2LipError("video stream has no decodable frames", self.path)
+
+
+def iter_frames(path: str | os.PathLike[str], **reader_kwargs: object) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield ``(frame (H, W, 3) uint8, time in seconds)`` one at a time; see :class:`VideoReader`."""
+    for chunk in VideoReader(path, **reader_kwargs):  # type: ignore[arg-type]
+        for frame, t in zip(chunk.frames, chunk.times):
+            yield frame, float(t)
+
+
+def read_all(path: str | os.PathLike[str], **reader_kwargs: object) -> FrameChunk:
+    """Decode a whole (short) video into one :class:`FrameChunk`. For tests and tiny clips only."""
+    chunks = list(VideoReader(path, **reader_kwargs))  # type: ignore[arg-type]
+    if not chunks:
+        raise Diff2LipError("video stream has no decodable frames", path)
+    return FrameChunk(
+        frames=np.concatenate([c.frames for c in chunks]),  # (N, H, W, 3)
+        times=np.concatenate([c.times for c in chunks]),
+        start_index=0,
+    )
+
+
+# --------------------------------------------------------------------------------------------- audio
+
+
+AudioInput = str | os.PathLike | tuple[np.ndarray, int]
+
+
+class _AudioSource:
+    """Planar float32 audio, decoded (or sliced) lazily and trimmed to ``[start, start + duration)``.
+
+    Keeps the source's own sample rate and channel count; only a rate the AAC encoder cannot take is
+    resampled (to 48 kHz). ``chunks()`` yields ``(channels, n)`` float32 arrays.
+    """
+
+    def __init__(self, audio: AudioInput, start: float, duration: float | None):
+        if start < 0:
+            raise ValueError(f"audio_start must be >= 0, got {start}")
+        if duration is not None and duration < 0:
+            raise ValueError(f"audio_duration must be >= 0, got {duration}")
+        self._path: Path | None = None
+        self._array: np.ndarray | None = None
+        if isinstance(audio, tuple):
+            samples, rate = audio
+            arr = np.asarray(samples)
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise ValueError(f"audio array must be floating point in [-1, 1], got dtype {arr.dtype}")
+            arr = arr.astype(np.float32, copy=False)
+            if arr.ndim == 1:
+                arr = arr[None]  # (1, samples)
+            if arr.ndim != 2 or arr.shape[0] not in _DEFAULT_LAYOUTS:
+                raise ValueError(f"audio array must be (samples,) or (channels<=8, samples), got {arr.shape}")
+            if int(rate) <= 0:
+                raise ValueError(f"audio sample rate must be positive, got {rate}")
+            self._array = arr
+            self.label: Path | None = None
+            in_rate, channels = int(rate), arr.shape[0]
+        else:
+            self._path = self.label = _check_path(audio)
+            with _open_input(self._path) as c:
+                if not c.streams.audio:
+                    raise Diff2LipError("has no audio stream", self._path)
+                ctx = c.streams.audio[0].codec_context
+                in_rate, channels = int(ctx.sample_rate), int(ctx.channels)
+            if channels not in _DEFAULT_LAYOUTS:
+                raise Diff2LipError(f"audio has {channels} channels; at most 8 are supported", self._path)
+        self._in_rate = in_rate
+        supported = av.Codec("aac", "w").audio_rates or ()
+        self.rate = in_rate if not supported or in_rate in supported else 48000
+        self.layout = _DEFAULT_LAYOUTS[channels]
+        self.channels = channels
+        self._skip = round(start * self.rate)
+        self._limit = None if duration is None else round(duration * self.rate)
+
+    def _raw_frames(self) -> Iterator[av.AudioFrame]:
+        if self._array is not None:
+            step = 1 << 15
+            for s in range(0, self._array.shape[1], step):
+                part = np.ascontiguousarray(self._array[:, s : s + step])  # (C, step)
+                frame = av.AudioFrame.from_ndarray(part, format="fltp", layout=self.layout)
+                frame.sample_rate = self._in_rate
+                yield frame
+            return
+        assert self._path is not None
+        with _open_input(self._path) as c:
+            stream = c.streams.audio[0]
+            try:
+                for frame in c.decode(stream):
+                    frame.pts = None  # samples are concatenated in decode order
+                    yield frame
+            except av.FFmpegError as e:
+                raise Diff2LipError(f"cannot decode audio ({_one_line(e)})", self._path) from e
+
+    def _resampled(self) -> Iterator[np.ndarray]:
+        resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+        raw = self._raw_frames()
+        try:
+            for frame in raw:
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray()  # (C, n)
+        finally:
+            raw.close()
+        for out in resampler.resample(None):
+            yield out.to_ndarray()  # (C, n)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Yield ``(channels, n)`` float32 chunks at ``self.rate`` within the requested window."""
+        end = math.inf if self._limit is None else self._skip + self._limit
+        pos = 0  # samples (at self.rate) of the source consumed so far
+        source = self._resampled()
+        try:
+            for arr in source:
+                lo = max(self._skip - pos, 0)
+                hi = int(min(arr.shape[1], end - pos))
+                if hi > lo:
+                    yield np.ascontiguousarray(arr[:, lo:hi], dtype=np.float32)  # (C, hi - lo)
+                pos += arr.shape[1]
+                if pos >= end:
+                    return
+        finally:
+            source.close()
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264 (libx264) with their own timestamps, optionally muxing an audio track.
+
+    Use as a context manager::
+
+        with VideoWriter(out, width=w, height=h, fps=fps, audio="speech.wav") as writer:
+            for chunk in VideoReader(src):
+                writer.write(chunk.frames, chunk.times)
+
+    * Timing: each frame's pts is ``round(time × 90000)`` on a 1/90000 time base, so variable frame rate
+      survives; with ``times=None`` frames are spaced ``1/fps`` after the previous one. Times must be
+      strictly increasing and non-negative. ``fps`` is the nominal rate given to the encoder's rate
+      control and used for the last frame's duration when there is only one frame.
+    * Odd sizes: ``yuv420p`` needs even width and height, so odd dimensions are padded by one pixel by
+      replicating the last row/column (never rescaled); :attr:`width`/:attr:`height` give the encoded
+      size.
+    * Colour: encoded with the BT.709 matrix, limited range, and tagged as such.
+    * Audio: ``audio`` is a path to any file with an audio stream (decoded by PyAV, streamed) or a tuple
+      ``(float array (channels, samples) or (samples,), sample_rate)``. It is encoded as AAC at its *own*
+      sample rate and channel count (a rate AAC cannot carry is resampled to 48 kHz), skipping the first
+      ``audio_start`` seconds and trimmed to ``audio_duration`` seconds when given. Audio is interleaved
+      with the video as frames are written.
+    * Atomicity: everything is written to a hidden temporary file in the target's directory, which is
+      renamed onto ``path`` only when the ``with`` block exits cleanly (or :meth:`close` is called); on
+      an exception (or :meth:`abort`) the temporary file is deleted and ``path`` is left untouched.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        fps: float,
+        crf: float = 18,
+        preset: str = "medium",
+        audio: AudioInput | None = None,
+        audio_start: float = 0.0,
+        audio_duration: float | None = None,
+        pix_fmt: str = "yuv420p",
+    ):
+        if width < 1 or height < 1:
+            raise ValueError(f"width and height must be positive, got {width}x{height}")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise Diff2LipError("output directory does not exist", self.path.parent)
+        self.input_width, self.input_height = int(width), int(height)
+        fmt = av.VideoFormat(pix_fmt, self.input_width, self.input_height)
+        chroma = [c for c in fmt.components if c.is_chroma]
+        sub_w = bool(chroma) and chroma[0].width != fmt.width
+        sub_h = bool(chroma) and chroma[0].height != fmt.height
+        self.width = self.input_width + (self.input_width % 2 if sub_w else 0)
+        self.height = self.input_height + (self.input_height % 2 if sub_h else 0)
+        self.fps = float(fps)
+        self.crf = crf
+        self.preset = preset
+        self.pix_fmt = pix_fmt
+        self.frames_written = 0
+        self._audio_spec = audio
+        self._audio_start = float(audio_start)
+        self._audio_duration = audio_duration
+        self._container: av.container.OutputContainer | None = None
+        self._tmp: Path | None = None
+        self._vstream: av.video.stream.VideoStream | None = None
+        self._astream: av.audio.stream.AudioStream | None = None
+        self._audio_iter: Iterator[np.ndarray] | None = None
+        self._audio_rate = 0
+        self._audio_layout = ""
+        self._audio_sent = 0
+        self._audio_label: Path | None = None
+        self._held: av.Packet | None = None  # last video packet, muxed at close with its true duration
+        self._first_dts: int | None = None
+        self._first_pts: int | None = None
+        self._last_pts: int | None = None
+        self._last_dur = round(1.0 / self.fps / _VIDEO_TIME_BASE)
+
+    # -- lifecycle
+
+    def open(self) -> VideoWriter:
+        """Create the temporary output and its streams (called by ``__enter__``)."""
+        if self._container is not None:
+            return self
+        source = None
+        if self._audio_spec is not None:
+            source = _AudioSource(self._audio_spec, self._audio_start, self._audio_duration)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.partial-", suffix=self.path.suffix or ".mp4", dir=self.path.parent
+        )
+        os.close(fd)
+        self._tmp = Path(tmp)
+        try:
+            self._container = av.open(str(self._tmp), "w", format=_muxer_for(self.path))
+            vs = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100000))
+            vs.width, vs.height, vs.pix_fmt = self.width, self.height, self.pix_fmt
+            vs.time_base = _VIDEO_TIME_BASE
+            vs.codec_context.time_base = _VIDEO_TIME_BASE
+            vs.options = {"crf": str(self.crf), "preset": self.preset}
+            cc = vs.codec_context
+            cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
+            self._vstream = vs
+            if source is not None:
+                astream = self._container.add_stream("aac", rate=source.rate, layout=source.layout)
+                astream.bit_rate = min(_AAC_BITRATE_PER_CHANNEL * source.channels, 512_000)
+                astream.time_base = Fraction(1, source.rate)
+                self._astream = astream
+                self._audio_rate, self._audio_layout = source.rate, source.layout
+                self._audio_label = source.label
+                self._audio_iter = source.chunks()
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    def __enter__(self) -> VideoWriter:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop writing and delete the temporary file; the target path is not touched."""
+        container, self._container = self._container, None
+        if container is not None:
+            with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+                container.close()
+        if self._audio_iter is not None:
+            with contextlib.suppress(av.FFmpegError, Diff2LipError):
+                self._audio_iter.close()  # type: ignore[attr-defined]
+            self._audio_iter = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def close(self) -> None:
+        """Flush the encoders, finish the file and rename it onto the target path."""
+        if self._container is None:
+            raise RuntimeError("VideoWriter is not open")
+        try:
+            if self.frames_written == 0:
+                raise ValueError(f"no frames were written to {self.path}")
+            self._mux_video(self._vstream.encode(None))  # type: ignore[union-attr]
+            self._mux_last_video_packet()
+            if self._astream is not None:
+                self._pump_audio(math.inf)
+                if self._audio_sent == 0:
+                    raise Diff2LipError(
+                        f"no audio left to mux after skipping {self._audio_start:g} s", self._audio_label
+                    )
+                self._mux(self._astream.encode(None))
+            self._container.close()
+            self._container = None
+            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+            self._tmp = None
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- writing
+
+    def write(self, frames: np.ndarray, times: np.ndarray | None = None) -> None:
+        """Encode ``frames`` ``(N, H, W, 3)`` uint8 RGB shown at ``times`` ``(N,)`` seconds (or at 1/fps)."""
+        if self._container is None:
+            raise RuntimeError("VideoWriter is not open (use it as a context manager)")
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]  # (1, H, W, 3)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        if frames.shape[1:3] != (self.input_height, self.input_width):
+            raise ValueError(
+                f"frame size {frames.shape[2]}x{frames.shape[1]} != writer size "
+                f"{self.input_width}x{self.input_height}"
+            )
+        n = len(frames)
+        if times is None:
+            start = 0.0 if self._last_pts is None else float(self._last_pts * _VIDEO_TIME_BASE) + 1 / self.fps
+            times = start + np.arange(n, dtype=np.float64) / self.fps
+        times = np.asarray(times, dtype=np.float64)
+        if times.shape != (n,):
+            raise ValueError(f"times must have shape ({n},), got {times.shape}")
+        pad_h, pad_w = self.height - self.input_height, self.width - self.input_width
+        for frame_rgb, t in zip(frames, times):
+            pts = round(float(t) / _VIDEO_TIME_BASE)
+            if t < 0 or (self._last_pts is not None and pts <= self._last_pts):
+                raise ValueError(f"frame times must be non-negative and strictly increasing (got {t:.6f} s)")
+            if pad_h or pad_w:
+                frame_rgb = np.pad(frame_rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")  # (H', W', 3)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+            vf = vf.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+            vf.pts = pts
+            vf.time_base = _VIDEO_TIME_BASE
+            if self._last_pts is not None:
+                self._last_dur = pts - self._last_pts
+            else:
+                self._first_pts = pts
+            self._mux_video(self._vstream.encode(vf))  # type: ignore[union-attr]
+            self._last_pts = pts
+            self.frames_written += 1
+        if self._astream is not None and self._last_pts is not None:
+            self._pump_audio(float(self._last_pts * _VIDEO_TIME_BASE))
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        """Mux video packets, holding the latest one back so :meth:`close` can fix its duration."""
+        for packet in packets:
+            if self._first_dts is None:
+                self._first_dts = packet.dts
+            if self._held is not None:
+                self._mux([self._held])
+            self._held = packet
+
+    def _mux_last_video_packet(self) -> None:
+        """Mux the final packet lasting until the last frame's end (its gap to the previous frame).
+
+        MP4 track durations are sums of decode-timestamp steps (starting at the first, possibly negative,
+        dts when there are B-frames); with variable frame rate the last dts lags the last pts by more
+        than one frame, so the last packet gets the duration that makes the track as long as
+        ``last frame time + its duration - first frame time``.
+        """
+        packet, self._held = self._held, None
+        if packet is None or self._last_pts is None or self._first_pts is None:
+            return
+        if packet.dts is not None and self._first_dts is not None:
+            duration = (self._last_pts + self._last_dur - self._first_pts) - (packet.dts - self._first_dts)
+            if duration > 0:
+                packet.duration = duration
+        self._mux([packet])
+
+    def _pump_audio(self, until_seconds: float) -> None:
+        """Encode audio up to ``until_seconds`` so audio and video packets interleave."""
+        assert self._astream is not None
+        if self._audio_iter is None:
+            return
+        limit = until_seconds * self._audio_rate
+        while self._audio_sent < limit:
+            chunk = next(self._audio_iter, None)
+            if chunk is None:
+                self._audio_iter = None
+                return
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._audio_layout)
+            frame.sample_rate = self._audio_rate
+            frame.pts = self._audio_sent
+            frame.time_base = Fraction(1, self._audio_rate)
+            self._audio_sent += chunk.shape[1]
+            self._mux(self._astream.encode(frame))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        assert self._container is not None
+        for packet in packets:
+            self._container.mux(packet)
+
+
+def _muxer_for(path: Path) -> str | None:
+    """FFmpeg muxer for the target's extension (the temp file's name may not carry it reliably)."""
+    return {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(path.suffix.lower())
