@@ -84,7 +84,7 @@ def write_meta(data_dir: str | Path, record: ClipRecord, **per_clip: Any) -> Pat
     d = clip_dir(data_dir, record.id)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{META}.tmp"
-    tmp.write_text(json.dumps({**dataclasses.asdict(record), **per_clip}, indent=1) + "\n")
+    tmp.write_text(json.dumps({**dataclasses.asdict(record), **per_clip}) + "\n")
     os.replace(tmp, d / META)
     return d / META
 
