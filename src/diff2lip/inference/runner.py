@@ -1,0 +1,425 @@
+"""Lip-sync one video (or still image) file: the streaming decode → track → sample → paste → encode job.
+
+Two passes over the input keep memory bounded by the chunk size, not the video length:
+
+1. *track*: decode in chunks and detect faces (or load a saved face track / use a fixed box), then
+   :func:`~diff2lip.video.track.track_faces` turns the detections (small data) into one box per frame;
+2. *generate*: decode again in chunks; for frames with a face, crop, look up each frame's mel window by its
+   timestamp, sample the new lower halves with :class:`~diff2lip.inference.pipeline.Diff2LipPipeline`,
+   paste them back (feathered by default) and encode, muxing the driving audio at its own sample rate.
+
+Frames without a face pass through untouched and are reported. When the audio is longer than the video
+and ``length="audio"``, the video is looped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from diff2lip.audio import load_audio, mel_windows, melspectrogram
+from diff2lip.errors import Diff2LipError
+from diff2lip.inference.pipeline import PAPER_SEED, Diff2LipPipeline, shared_noise
+from diff2lip.video.crop import crop_faces, paste_back_batch
+from diff2lip.video.face import FaceDetector, create_detector
+from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
+from diff2lip.video.track import FaceTrack, track_faces
+
+Progress = Callable[[str, int, int | None], None]
+"""``progress(stage, frames_done_in_this_call, total_or_None)`` — called as work advances."""
+
+
+@dataclass
+class GenerateOptions:
+    """Every knob of :func:`generate_video` (the CLI flags map onto these one to one)."""
+
+    # faces
+    detector: str = "dlib"
+    detector_weights: str | None = None
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    smooth: Literal["mean5", "none"] = "mean5"
+    choose: Literal["largest", "central", "score", "track"] = "largest"
+    integer_boxes: bool = False
+    box: tuple[float, float, float, float] | None = None
+    face_track: str | None = None
+    max_gap: int = 5
+    # video
+    resize_factor: int = 1
+    fps: float = 25.0  # still-image input only
+    length: Literal["audio", "video", "shortest"] = "audio"
+    chunk_size: int = 32
+    crf: float = 18.0
+    preset: str = "medium"
+    # generation
+    reference: str = "self"  # self | first | frame:N | image:PATH
+    reconstruction: bool = False
+    sampler: str | None = None
+    steps: int | None = None
+    seed: int = PAPER_SEED
+    batch_size: int | str = "auto"
+    blend: Literal["feather", "hard"] = "feather"
+    feather: float = 0.1
+
+    @classmethod
+    def paper(cls, **overrides: object) -> GenerateOptions:
+        """The official inference semantics (``--preset paper``): integer boxes with pads 0, the mean of
+        5 boxes, the highest-scoring face, hard paste of the whole box, seed-7 shared noise, DDIM-25."""
+        base = dict(
+            pads=(0, 0, 0, 0),
+            smooth="mean5",
+            choose="score",
+            integer_boxes=True,
+            max_gap=0,
+            blend="hard",
+            seed=PAPER_SEED,
+            sampler="ddim",
+            steps=25,
+            reference="self",
+        )
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
+
+
+@dataclass
+class GenerateReport:
+    """What :func:`generate_video` did (also printed as the CLI's one-line summary)."""
+
+    output: Path
+    frames: int
+    width: int
+    height: int
+    fps: float
+    duration: float
+    frames_without_face: int
+    no_face_summary: str
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
+        faces = (
+            "face in every frame"
+            if self.frames_without_face == 0
+            else f"{self.frames_without_face} frames without a face passed through ({self.no_face_summary})"
+        )
+        return (
+            f"wrote {self.output} ({self.frames} frames, {self.width}x{self.height}, {self.fps:.3g} fps, "
+            f"{self.duration:.2f}s); {faces}; {stages}"
+        )
+
+
+def _reader(path: Path, opts: GenerateOptions, audio_seconds: float) -> VideoReader:
+    return VideoReader(path, chunk_size=opts.chunk_size, image_fps=opts.fps, image_duration=audio_seconds)
+
+
+def _downscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Wav2Lip's ``--resize_factor``: shrink every frame by an integer factor (output is smaller too)."""
+    if factor == 1:
+        return frames
+    import torch
+    import torch.nn.functional as F
+
+    _, h, w, _ = frames.shape
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+    y = F.interpolate(x, size=(h // factor, w // factor), mode="area")
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _chunks(reader: VideoReader, factor: int) -> Iterator[FrameChunk]:
+    for chunk in reader:
+        yield FrameChunk(_downscale(chunk.frames, factor), chunk.times, chunk.start_index)
+
+
+def _frame_size(info: VideoInfo, factor: int) -> tuple[int, int]:
+    return (info.height // factor, info.width // factor) if factor > 1 else (info.height, info.width)
+
+
+def detect_track(
+    path: Path,
+    reader: VideoReader,
+    detector: FaceDetector,
+    opts: GenerateOptions,
+    progress: Progress | None = None,
+) -> FaceTrack:
+    """Pass 1: detect faces chunk by chunk and track them (a still image is detected once)."""
+    frame_size = _frame_size(reader.info, opts.resize_factor)
+    detections: list = []
+    if reader.info.is_image:
+        first = next(iter(_chunks(reader, opts.resize_factor)))
+        found = detector.detect(first.frames[:1])[0]
+        detections = [found] * (reader.num_frames or 1)
+        if progress:
+            progress("detect", len(detections), len(detections))
+    else:
+        for chunk in _chunks(reader, opts.resize_factor):
+            detections.extend(detector.detect(chunk.frames))
+            if progress:
+                progress("detect", len(chunk), reader.num_frames)
+    if not detections:
+        raise Diff2LipError("video has no frames", path)
+    return track_faces(
+        detections,
+        frame_size,
+        pads=opts.pads,
+        smooth=opts.smooth,
+        choose=opts.choose,
+        max_gap=opts.max_gap,
+        integer=opts.integer_boxes,
+        metadata={"detector": opts.detector, "pads": list(opts.pads), "smooth": opts.smooth},
+    )
+
+
+def _count_frames(reader: VideoReader) -> int:
+    if reader.num_frames is not None:
+        return reader.num_frames
+    return sum(len(c) for c in reader)
+
+
+def get_face_track(
+    path: Path,
+    reader: VideoReader,
+    opts: GenerateOptions,
+    detector: FaceDetector | None,
+    progress: Progress | None = None,
+) -> FaceTrack:
+    """The face track: a saved file (``face_track`` that exists), a fixed ``box``, or detection (saved to
+    ``face_track`` when that path does not exist yet)."""
+    frame_size = _frame_size(reader.info, opts.resize_factor)
+    if opts.face_track and Path(opts.face_track).is_file():
+        track = FaceTrack.load(opts.face_track)
+        track.check_compatible(reader.num_frames, frame_size, opts.face_track)
+        return track
+    if opts.box is not None:
+        return FaceTrack.from_box(opts.box, _count_frames(reader), frame_size)
+    if detector is None:
+        kw = {"weights_path": opts.detector_weights} if opts.detector == "s3fd" else {}
+        detector = create_detector(opts.detector, **kw)
+    track = detect_track(path, reader, detector, opts, progress)
+    if opts.face_track:
+        track.save(opts.face_track)
+    return track
+
+
+def _frame_at(reader: VideoReader, index: int, factor: int) -> np.ndarray:
+    for chunk in _chunks(reader, factor):
+        if chunk.start_index <= index < chunk.start_index + len(chunk):
+            return chunk.frames[index - chunk.start_index]
+    raise Diff2LipError(f"frame {index} is beyond the end of the video", reader.path)
+
+
+def _reference_crop(
+    opts: GenerateOptions,
+    reader: VideoReader,
+    track: FaceTrack,
+    size: int,
+    detector: FaceDetector | None,
+) -> np.ndarray | None:
+    """The fixed reference crop (S, S, 3) for ``first``/``frame:N``/``image:PATH``; ``None`` for ``self``."""
+    mode = opts.reference
+    if mode == "self" and not opts.reconstruction:
+        return None
+    boxes = track.int_boxes()
+    if mode in ("self", "first"):
+        faces = np.flatnonzero(track.has_face)
+        if len(faces) == 0:
+            return None
+        index = int(faces[0])
+    elif mode.startswith("frame:"):
+        try:
+            index = int(mode.split(":", 1)[1])
+        except ValueError:
+            raise Diff2LipError(f"--reference {mode}: expected frame:N with an integer N") from None
+        if not 0 <= index < track.num_frames or not track.has_face[index]:
+            raise Diff2LipError(f"--reference {mode}: that frame does not exist or has no face")
+    elif mode.startswith("image:"):
+        image_path = Path(mode.split(":", 1)[1])
+        image = next(iter(VideoReader(image_path, image_duration=1.0, image_fps=1.0))).frames[:1]
+        if detector is None:
+            detector = create_detector("dlib", landmarks=False)
+        found = detector.detect(image)[0]
+        if not found:
+            raise Diff2LipError("no face found in the reference image", image_path)
+        ref_track = track_faces([found], image.shape[1:3], pads=opts.pads, smooth="none")
+        return crop_faces(image, ref_track.int_boxes(), size)[0]
+    else:
+        raise Diff2LipError(f"unknown --reference '{mode}' (self, first, frame:N or image:PATH)")
+    frame = _frame_at(reader, index, opts.resize_factor)
+    return crop_faces(frame[None], boxes[index : index + 1], size)[0]
+
+
+def output_duration(length: str, video_seconds: float, audio_seconds: float) -> float:
+    """Seconds of output for ``--length`` (``audio``: the video loops when shorter)."""
+    if length == "audio":
+        return audio_seconds
+    if length == "video":
+        return video_seconds
+    if length == "shortest":
+        return min(audio_seconds, video_seconds)
+    raise Diff2LipError(f"unknown --length '{length}' (audio, video or shortest)")
+
+
+def lipsync_frames(
+    pipeline: Diff2LipPipeline,
+    frames: np.ndarray,
+    times: np.ndarray,
+    boxes: np.ndarray,
+    has_face: np.ndarray,
+    mel: np.ndarray,
+    ref_crop: np.ndarray | None,
+    noise: torch.Tensor,
+    opts: GenerateOptions,
+) -> np.ndarray:
+    """Lip-sync a chunk of full frames in memory (no I/O).
+
+    Args:
+        frames: (N, H, W, 3) uint8 frames; times: (N,) their output timestamps (index the mel).
+        boxes: (N, 4) integer face boxes; has_face: (N,) bool (frames without a face are returned as is).
+        mel: (80, T) mel of the driving audio; ref_crop: a fixed (S, S, 3) reference or ``None`` (self).
+        noise: the shared (1, 3, S, S) noise.
+
+    Returns:
+        (N, H, W, 3) uint8: a copy with the lower faces replaced (``frames`` itself if no face).
+    """
+    if not has_face.any():
+        return frames
+    size = pipeline.image_size
+    crops = crop_faces(frames[has_face], boxes[has_face], size)  # (F, S, S, 3)
+    mels = mel_windows(mel, times[has_face])  # (F, 80, 16)
+    refs = None if ref_crop is None else np.repeat(ref_crop[None], len(crops), axis=0)  # (F, S, S, 3)
+    gen = pipeline(
+        crops,
+        mels,
+        refs,
+        noise=noise,
+        sampler=opts.sampler,
+        steps=opts.steps,
+        batch_size=opts.batch_size,
+    )
+    out = frames.copy()
+    out[has_face] = paste_back_batch(
+        frames[has_face], gen, boxes[has_face], mode=opts.blend, feather=opts.feather
+    )
+    return out
+
+
+def generate_video(
+    video: str | Path,
+    audio: str | Path,
+    output: str | Path,
+    pipeline: Diff2LipPipeline,
+    opts: GenerateOptions | None = None,
+    *,
+    detector: FaceDetector | None = None,
+    progress: Progress | None = None,
+) -> GenerateReport:
+    """Lip-sync ``video`` (or a still image) to ``audio`` and write ``output`` (mp4, H.264 + AAC).
+
+    The output keeps the source resolution (divided by ``resize_factor``) and each frame's timing; the
+    driving audio is muxed at its own sample rate. Nothing is written unless the whole job succeeds.
+    """
+    opts = opts or GenerateOptions()
+    video, audio, output = Path(video), Path(audio), Path(output)
+    if opts.resize_factor < 1:
+        raise Diff2LipError(f"--resize-factor must be >= 1, got {opts.resize_factor}")
+    if output.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
+        raise Diff2LipError("output must be a video file name ending in .mp4 (or .mov/.mkv)", output)
+    if output.resolve() in (video.resolve(), audio.resolve()):
+        raise Diff2LipError("output would overwrite an input", output)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    wav = load_audio(audio, 16000)  # (samples,) float32
+    audio_seconds = len(wav) / 16000.0
+    if audio_seconds <= 0:
+        raise Diff2LipError("audio is empty", audio)
+    mel = melspectrogram(wav)  # (80, T)
+    info = probe(video)
+    reader = _reader(video, opts, audio_seconds)
+    times["audio"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    track = get_face_track(video, reader, opts, detector, progress)
+    n_src = track.num_frames
+    size = pipeline.image_size
+    ref_crop = _reference_crop(opts, reader, track, size, detector)
+    times["track"] = time.perf_counter() - t1
+
+    video_seconds = n_src / reader.fps  # also the loop period (average rate: exact for VFR too)
+    out_seconds = output_duration(opts.length, video_seconds, audio_seconds)
+    period = video_seconds
+    passes = max(1, math.ceil(out_seconds / period - 1e-9)) if period > 0 else 1
+    boxes = track.int_boxes()
+    has_face = track.has_face
+    noise = shared_noise(size, opts.seed, pipeline.device)
+
+    recon_frame = recon_box = None
+    if opts.reconstruction:
+        faces_idx = np.flatnonzero(has_face)
+        if len(faces_idx) == 0:
+            raise Diff2LipError("reconstruction mode needs a face in the video, none was found", video)
+        first = int(faces_idx[0])
+        recon_frame = _frame_at(reader, first, opts.resize_factor)
+        recon_box = boxes[first]
+
+    t2 = time.perf_counter()
+    height, width = _frame_size(info, opts.resize_factor)
+    written = 0
+    no_face = 0
+    total = max(1, round(out_seconds * reader.fps))
+    with VideoWriter(
+        output,
+        width=width,
+        height=height,
+        fps=reader.fps,
+        crf=opts.crf,
+        preset=opts.preset,
+        audio=audio,
+        audio_duration=out_seconds,
+    ) as writer:
+        for k in range(passes):
+            done = False
+            for chunk in _chunks(reader, opts.resize_factor):
+                out_times = chunk.times + k * period
+                keep = out_times < out_seconds - 1e-9
+                if not keep.any():
+                    done = True
+                    break
+                idx = chunk.start_index + np.arange(len(chunk))[keep]
+                idx = np.minimum(idx, n_src - 1)
+                frames = chunk.frames[keep]
+                ftimes = out_times[keep]
+                face = has_face[idx]
+                fboxes = boxes[idx]
+                if recon_frame is not None:
+                    frames = np.repeat(recon_frame[None], len(frames), axis=0)
+                    face = np.ones(len(frames), bool)
+                    fboxes = np.repeat(recon_box[None], len(frames), axis=0)
+                out = lipsync_frames(pipeline, frames, ftimes, fboxes, face, mel, ref_crop, noise, opts)
+                no_face += int((~face).sum())
+                writer.write(out, ftimes)
+                written += len(out)
+                if progress:
+                    progress("generate", len(out), total)
+            if done:
+                break
+        if written == 0:
+            raise Diff2LipError("no frames to write (empty video or zero-length output)", video)
+    times["generate"] = time.perf_counter() - t2
+    times["total"] = time.perf_counter() - t0
+    return GenerateReport(
+        output=output,
+        frames=written,
+        width=width,
+        height=height,
+        fps=reader.fps,
+        duration=out_seconds,
+        frames_without_face=no_face,
+        no_face_summary=track.summary(),
+        stage_seconds=times,
+    )
