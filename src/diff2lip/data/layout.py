@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import write_text_atomic
 
 MANIFEST = "manifest.jsonl"
 CLIPS = "clips"
@@ -83,10 +83,7 @@ def write_meta(data_dir: str | Path, record: ClipRecord, **per_clip: Any) -> Pat
     """Write ``meta.json`` atomically (last step of producing a clip: marks it done)."""
     d = clip_dir(data_dir, record.id)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{META}.tmp"
-    tmp.write_text(json.dumps({**dataclasses.asdict(record), **per_clip}) + "\n")
-    os.replace(tmp, d / META)
-    return d / META
+    return write_text_atomic(d / META, json.dumps({**dataclasses.asdict(record), **per_clip}) + "\n")
 
 
 def read_meta(data_dir: str | Path, clip_id: str) -> dict[str, Any]:
@@ -113,11 +110,8 @@ def read_manifest(data_dir: str | Path) -> list[ClipRecord]:
 def write_manifest(data_dir: str | Path, records: Iterable[ClipRecord]) -> Path:
     """Rewrite the manifest from ``records`` (sorted by id) atomically."""
     p = Path(data_dir) / MANIFEST
-    tmp = p.with_name(f".{MANIFEST}.tmp")
     recs = sorted(records, key=lambda r: r.id)
-    tmp.write_text("".join(r.to_json() + "\n" for r in recs))
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(p, "".join(r.to_json() + "\n" for r in recs))
 
 
 def rebuild_manifest(data_dir: str | Path) -> list[ClipRecord]:

@@ -45,6 +45,7 @@ import numpy as np
 
 from diff2lip.data import layout
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import atomic_path
 
 __all__ = [
     "CROP_MODES",
@@ -297,21 +298,17 @@ def _fill_missing(boxes: np.ndarray, has_face: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def _save_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
     """Write mono int16 samples as a PCM-16 wav (temp name, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with wave.open(str(tmp), "wb") as w:
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm.astype("<i2").tobytes())
-    os.replace(tmp, path)
 
 
 def _one_line(e: BaseException, src: Path) -> str:

@@ -32,6 +32,7 @@ import torch
 
 from diff2lip.config import load_yaml, packaged_config_path, to_dict
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import write_atomic
 from diff2lip.models.config import UNetConfig, model_config_from_mapping
 from diff2lip.models.unet import Diff2LipUNet
 
@@ -112,18 +113,6 @@ def check_state_dict(
         )
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write a file through a temporary sibling and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     cfg: UNetConfig,
@@ -153,8 +142,8 @@ def _save_state_dict(
     if extra is not None:
         doc["extra"] = dict(extra)
     text = json.dumps(doc, indent=2) + "\n"
-    _write_atomic(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _write_atomic(out / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    write_atomic(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    write_atomic(out / CONFIG_NAME, lambda p: Path(p).write_text(text))
     return out
 
 

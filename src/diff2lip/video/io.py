@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,6 +30,7 @@ import av
 import numpy as np
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import publish, temp_sibling
 
 __all__ = [
     "FrameChunk",
@@ -567,11 +567,7 @@ class VideoWriter:
         source = None
         if self._audio_spec is not None:
             source = _AudioSource(self._audio_spec, self._audio_start, self._audio_duration)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.partial-", suffix=self.path.suffix or ".mp4", dir=self.path.parent
-        )
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_sibling(self.path.with_suffix(self.path.suffix or ".mp4"), "partial")
         try:
             self._container = av.open(str(self._tmp), "w", format=_muxer_for(self.path))
             vs = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100000))
@@ -641,7 +637,7 @@ class VideoWriter:
                 self._mux(self._astream.encode(None))
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+            publish(self._tmp, self.path)  # type: ignore[arg-type]
             self._tmp = None
         except BaseException:
             self.abort()

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import write_text_atomic
 from diff2lip.video.face import FaceDetection
 
 TRACK_FORMAT = "diff2lip-face-track"
@@ -158,15 +157,7 @@ class FaceTrack:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_text_atomic(path, text + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> FaceTrack:
