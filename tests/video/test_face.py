@@ -8,6 +8,7 @@ import pytest
 
 from diff2lip.errors import Diff2LipError
 from diff2lip.video.face import (
+    DLIB_EXPAND,
     DlibDetector,
     FaceDetection,
     FaceDetector,
@@ -30,7 +31,20 @@ def iou(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def detector() -> DlibDetector:
-    return DlibDetector()
+    return DlibDetector(expand=(0, 0, 0, 0))  # dlib's raw boxes (the hand-noted box is one)
+
+
+def test_default_expansion_grows_dlib_box_to_s3fd_like_framing(detector, astronaut):
+    raw = detector.detect(astronaut[None])[0][0]
+    grown = DlibDetector(landmarks=False).detect(astronaut[None])[0][0]
+    w, h = raw.width, raw.height
+    top, bottom, left, right = DLIB_EXPAND
+    expected = (raw.box[0] - left * w, raw.box[1] - top * h, raw.box[2] + right * w, raw.box[3] + bottom * h)
+    np.testing.assert_allclose(grown.box, expected, atol=1e-9)
+    assert grown.box[3] - raw.box[3] > 15  # reaches below the chin
+    np.testing.assert_array_equal(grown.landmarks is None, True)
+    with pytest.raises(Diff2LipError, match="expand"):
+        DlibDetector(expand=(0.1, -0.1, 0, 0))
 
 
 def test_models_ship_in_package():
@@ -115,7 +129,7 @@ def test_face_detection_geometry():
 
 
 def test_dlib_cnn_finds_astronaut(astronaut):
-    detector = create_detector("dlib-cnn", upsample=0, downscale_to=384, landmarks=False)
+    detector = create_detector("dlib-cnn", upsample=0, downscale_to=384, landmarks=False, expand=(0, 0, 0, 0))
     (faces,) = detector.detect(astronaut[None])
     assert len(faces) == 1
     assert iou(faces[0].box, ASTRONAUT_FACE) > 0.6, faces[0].box

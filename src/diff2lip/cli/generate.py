@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
         default=None,
-        help="pixels added around each detected face box (default 0 10 0 0; paper 0 0 0 0)",
+        help="extra pixels around each detected face box (default 0 0 0 0; dlib boxes are already grown to S3FD-like framing)",
     )
     g.add_argument(
         "--box",
@@ -69,6 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fixed face box; skips detection",
     )
     g.add_argument("--nosmooth", action="store_true", help="do not average boxes over 5 frames")
+    g.add_argument(
+        "--face",
+        choices=["largest", "central", "score", "track"],
+        default=None,
+        help="which face when several are found: largest (default), most central, highest score, or the "
+        "one closest to the previous frame's",
+    )
     g.add_argument(
         "--face-track",
         default=None,
@@ -134,6 +141,8 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         overrides["box"] = _box(args.box)
     if args.nosmooth:
         overrides["smooth"] = "none"
+    if args.face is not None:
+        overrides["choose"] = args.face
     for name in ("sampler", "steps", "seed", "blend", "reference"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)

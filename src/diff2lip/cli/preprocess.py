@@ -19,7 +19,7 @@ Output layout (DATA_DIR):
   preprocess_errors.log     the videos that failed this run, with the reason (one per line)
 
 Videos are resampled to 25 fps (each output frame is the source frame shown at that time), faces are
-detected and tracked (Wav2Lip pads, the paper's 5-frame smoothing), or cropped with the fixed VoxCeleb2
+detected and tracked (S3FD-like boxes, optional pads, the paper's 5-frame smoothing), or cropped with the fixed VoxCeleb2
 box of the official code (--crop voxceleb2). A clip whose frames have a face less than 90% of the time,
 an unreadable file, a video without audio or one shorter than 10 frames is logged and skipped; the run
 goes on. Re-running skips finished clips, so an interrupted run resumes where it stopped.
@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs=4,
         type=int,
         metavar=("T", "B", "L", "R"),
-        default=[0, 10, 0, 0],
-        help="pixels added to each face box: top bottom left right (default: Wav2Lip's 0 10 0 0)",
+        default=[0, 0, 0, 0],
+        help="extra pixels added to each face box: top bottom left right (default 0 0 0 0)",
     )
     p.add_argument("--nosmooth", action="store_true", help="do not smooth face boxes over 5 frames")
     p.add_argument(

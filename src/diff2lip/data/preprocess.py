@@ -7,7 +7,7 @@
    ``k / 25`` (the last frame whose timestamp is ≤ ``k / 25``), so any input rate and variable frame rate
    map onto the model's fixed 25 fps (DESIGN.md §3) without holding the video in memory;
 2. faces are found on those frames and tracked (:func:`~diff2lip.video.track.track_faces`: Wav2Lip's pads
-   ``(0, 10, 0, 0)`` and the paper's mean-of-next-5 smoothing) — or the fixed VoxCeleb2 crop of the
+   ``(0, 0, 0, 0)`` on top of the detector's S3FD-like framing, and the paper's mean-of-next-5 smoothing) — or the fixed VoxCeleb2 crop of the
    official ``generate.py`` (``my_voxceleb2_crop``) is used instead of a detector;
 3. each box is cropped and resized to ``size × size`` (128 in the paper) into ``faces.npy``; the audio is
    decoded to 16 kHz mono (``audio.wav``, PCM-16) and its Wav2Lip mel features (DESIGN.md §3) are saved as
@@ -109,7 +109,7 @@ class PreprocessConfig:
     crop: str = "detector"
     detector: str = "dlib"
     detector_weights: str | None = None
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     smooth: str = "mean5"
     min_face_fraction: float = 0.9
     min_frames: int = 10

@@ -43,7 +43,7 @@ class GenerateOptions:
     # faces
     detector: str = "dlib"
     detector_weights: str | None = None
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     smooth: Literal["mean5", "none"] = "mean5"
     choose: Literal["largest", "central", "score", "track"] = "largest"
     integer_boxes: bool = False

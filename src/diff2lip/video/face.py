@@ -137,6 +137,10 @@ def _import_dlib() -> Any:
     return dlib
 
 
+DLIB_EXPAND = (0.05, 0.2, 0.05, 0.05)
+"""Default growth of dlib boxes (top, bottom, left, right fractions) towards S3FD-like face framing."""
+
+
 class DlibDetector:
     """dlib face detection (HOG or MMOD CNN) with optional 68-point landmarks; fully offline.
 
@@ -153,6 +157,10 @@ class DlibDetector:
         min_score: detections scoring below this are dropped. ``None`` means 0.2 for HOG (drops the weak
             false positives HOG produces at score 0 to 0.2 with upsampling) and 0.0 for the CNN.
         models_dir: folder holding the dlib ``.dat`` files; default: inside ``face-recognition-models``.
+        expand: ``(top, bottom, left, right)`` fractions of the box height/width added to each dlib box.
+            dlib's boxes run from the brows to about the lower lip; the default ``(0.05, 0.2, 0.05, 0.05)``
+            frames forehead to below the chin like the S3FD boxes the paper's model was trained on, so the
+            lower-half mask covers mouth and chin. ``(0, 0, 0, 0)`` gives dlib's raw boxes.
     """
 
     def __init__(
@@ -163,6 +171,7 @@ class DlibDetector:
         downscale_to: int | None = 640,
         min_score: float | None = None,
         models_dir: str | Path | None = None,
+        expand: tuple[float, float, float, float] = DLIB_EXPAND,
     ):
         if detector not in ("hog", "cnn"):
             raise Diff2LipError(f"unknown dlib detector '{detector}' (choose 'hog' or 'cnn')")
@@ -174,6 +183,11 @@ class DlibDetector:
         self.detector_kind = detector
         self.downscale_to = downscale_to
         self.min_score = (0.2 if detector == "hog" else 0.0) if min_score is None else float(min_score)
+        if len(expand) != 4 or min(expand) < 0:
+            raise Diff2LipError(
+                f"expand needs 4 non-negative fractions (top, bottom, left, right), got {expand}"
+            )
+        self.expand = tuple(float(v) for v in expand)
         needs_files = landmarks or detector == "cnn"
         folder = Path(models_dir) if models_dir is not None else (face_models_dir() if needs_files else None)
         if detector == "hog":
@@ -209,11 +223,18 @@ class DlibDetector:
         for frame, image in zip(frames, small):
             faces = []
             for (left, top, right, bottom), score in self._detect_one(np.ascontiguousarray(image)):
-                box = (left / sx, top / sy, (right + 1) / sx, (bottom + 1) / sy)
-                faces.append(FaceDetection(box=box, score=score, landmarks=self._landmarks(frame, box)))
+                raw = (left / sx, top / sy, (right + 1) / sx, (bottom + 1) / sy)
+                marks = self._landmarks(frame, raw)  # the shape predictor expects dlib's own box
+                faces.append(FaceDetection(box=self._expanded(raw), score=score, landmarks=marks))
             faces.sort(key=lambda f: -f.score)
             results.append(faces)
         return results
+
+    def _expanded(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = box
+        h, w = y2 - y1, x2 - x1
+        top, bottom, left, right = self.expand
+        return (x1 - left * w, y1 - top * h, x2 + right * w, y2 + bottom * h)
 
     def _landmarks(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
         if self._predictor is None:
