@@ -79,7 +79,7 @@ def test_auto_batch_backs_off_on_out_of_memory(pipe, inputs, monkeypatch):
     monkeypatch.setattr(pipe.model, "forward", fake_forward)
     out = pipe(faces, mels, steps=2, batch_size="auto")
     np.testing.assert_array_equal(out, expected)
-    assert sizes[:2] == [6, 4] and max(sizes[2:]) == 2  # auto starts at 8 on CPU: 6, then 4, then 2
+    assert sizes[0] == 4 and max(sizes[1:]) == 2  # auto starts at 4 on CPU, then halves
     with pytest.raises(RuntimeError, match="out of memory"):
         pipe(faces, mels, steps=2, batch_size=4)  # an explicit batch size never backs off
 
@@ -100,3 +100,30 @@ def test_bad_inputs(pipe, inputs):
     with pytest.raises(Diff2LipError, match="unknown device"):
         resolve_device("tpu")
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+
+
+def test_bf16_refused_on_cpus_without_native_bf16(tiny_model_dir, monkeypatch):
+    import diff2lip.inference.pipeline as P
+
+    monkeypatch.setattr(P, "cpu_supports_fast_bf16", lambda: False)
+    with pytest.raises(Diff2LipError, match="bf16 on this CPU"):
+        Diff2LipPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="bf16")
+    monkeypatch.setattr(P, "cpu_supports_fast_bf16", lambda: True)
+    pipe = Diff2LipPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="bf16")
+    assert pipe.dtype == torch.bfloat16
+    with pytest.raises(Diff2LipError, match="fp16"):
+        Diff2LipPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="fp16")
+
+
+def test_precomputed_audio_style_equals_mel_path(pipe):
+    g = torch.Generator().manual_seed(0)
+    s = pipe.image_size
+    x = torch.randn(3, 3, s, s, generator=g)
+    mel = torch.randn(3, 80, 16, generator=g)
+    mask = torch.zeros(1, 1, s, s)
+    mask[..., s // 2 :, :] = 1
+    t = torch.tensor([10, 500, 900])
+    with torch.inference_mode():
+        a = pipe.model(x, t, x, mask, x, mel)
+        b = pipe.model(x, t, x, mask, x, audio_style=pipe.model.encode_audio(mel))
+    torch.testing.assert_close(a, b)

@@ -119,7 +119,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--blend", choices=["feather", "hard"], default=None, help="paste-back (default feather)")
     g.add_argument("--feather", type=float, default=0.1, help="feather width as a fraction of the box")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help="compute precision")
+    g.add_argument(
+        "--dtype",
+        choices=["fp32", "fp16", "bf16"],
+        default="fp32",
+        help="compute precision (fp16/bf16 on a GPU; bf16 on a CPU only with avx512_bf16/AMX)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

@@ -25,12 +25,14 @@ from diff2lip.config import from_dict
 from diff2lip.diffusion import DiffusionConfig, GaussianDiffusion, SamplingConfig
 from diff2lip.diffusion import sample as run_sampler
 from diff2lip.errors import Diff2LipError
+from diff2lip.models.perf import cpu_supports_fast_bf16
 from diff2lip.models.serialization import load_checkpoint, parse_dtype
 from diff2lip.models.unet import Diff2LipUNet
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 PAPER_SEED = 7
+CL = torch.channels_last
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -106,6 +108,18 @@ class Diff2LipPipeline:
     sampling: SamplingConfig
     device: torch.device
     dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and not cpu_supports_fast_bf16():
+            raise Diff2LipError(
+                "bf16 on this CPU is 50-200x slower than fp32 (it lacks avx512_bf16/AMX); use fp32, or "
+                "bf16/fp16 on a GPU"
+            )
+        if self.device.type == "cpu" and self.dtype == torch.float16:
+            raise Diff2LipError("fp16 is not supported on the CPU; use fp32")
+        if self.channels_last:
+            self.model = self.model.to(memory_format=CL)
 
     @classmethod
     def from_pretrained(
@@ -118,8 +132,6 @@ class Diff2LipPipeline:
         """Load our ``config.json`` + ``model.safetensors`` directory or an official ``.pt`` checkpoint."""
         dev = resolve_device(device)
         compute = parse_dtype(dtype) or torch.float32
-        if dev.type == "cpu" and compute == torch.float16:
-            raise Diff2LipError("fp16 is not supported on the CPU; use fp32 or bf16")
         loaded = load_checkpoint(path, device=dev)
         model = loaded.model.eval().requires_grad_(False)
         doc = loaded.config_dict
@@ -131,6 +143,7 @@ class Diff2LipPipeline:
             sampling=sampling_cfg,
             device=dev,
             dtype=compute,
+            channels_last=dev.type == "cpu",  # ~10% faster convolutions on CPU (benchmarks/RESULTS.md)
         )
 
     @property
@@ -157,9 +170,16 @@ class Diff2LipPipeline:
         x_t = noise.expand(b, -1, -1, -1).contiguous()  # (B, 3, S, S) shared x_T
         cond = img * (1.0 - mask) + x_t * mask  # lower half filled with the same noise
 
+        with self._autocast():
+            style = self.model.encode_audio(mel)  # (B, 4·mc): independent of t, computed once
+        if self.channels_last:
+            cond, ref = cond.contiguous(memory_format=CL), ref.contiguous(memory_format=CL)
+
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if self.channels_last:
+                x = x.contiguous(memory_format=CL)
             with self._autocast():
-                return self.model(x, t, cond, mask, ref, mel).float()
+                return self.model(x, t, cond, mask, ref, audio_style=style).float().contiguous()
 
         out = run_sampler(model_fn, self.diffusion, x_t, sampling, generator=generator, callback=callback)
         return out * mask + img * (1.0 - mask)
@@ -187,7 +207,8 @@ class Diff2LipPipeline:
             refs: (N, S, S, 3) uint8 reference crops; ``None`` → each frame is its own reference.
             noise: the shared (1, 3, S, S) noise; default :func:`shared_noise` of ``seed``.
             sampler, steps: override the pipeline's sampling settings.
-            batch_size: frames per UNet call, or ``"auto"`` (16 on GPU, 8 on CPU, halved on OOM).
+            batch_size: frames per UNet call, or ``"auto"`` (16 on GPU, 4 on CPU — where larger batches
+                are no cheaper per frame — halved on OOM).
             generator: randomness for stochastic samplers (DDPM, DDIM with eta > 0).
             callback: ``callback(step, num_steps, x_t, pred_x0)`` after every sampler step.
 
@@ -212,7 +233,7 @@ class Diff2LipPipeline:
             noise = shared_noise(s, seed, self.device)
         noise = noise.to(self.device, torch.float32)
         if batch_size == "auto":
-            bs = 16 if self.device.type != "cpu" else 8
+            bs = 16 if self.device.type != "cpu" else 4
             backoff = True
         else:
             bs, backoff = int(batch_size), False

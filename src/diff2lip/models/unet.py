@@ -112,7 +112,9 @@ class Diff2LipUNet(nn.Module):
         cond: torch.Tensor,
         mask: torch.Tensor,
         ref: torch.Tensor | None,
-        mel: torch.Tensor,
+        mel: torch.Tensor | None = None,
+        *,
+        audio_style: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict ε (and v) for a batch of frames.
 
@@ -123,6 +125,8 @@ class Diff2LipUNet(nn.Module):
             mask: M (1 or B, 1, H, W), 1 on the generated (lower) region.
             ref: reference frames (B, 3·nrefer, H, W); ``None`` only when ``nrefer == 0``.
             mel: mel windows (B, n_mels, window), e.g. (B, 80, 16).
+            audio_style: alternatively the precomputed :meth:`encode_audio` of ``mel`` (B, 4·mc): the
+                audio code does not depend on t, so samplers compute it once, not at every step.
 
         Returns:
             (B, out_channels, H, W) in ``x_t``'s dtype: ε, then the variance channels if
@@ -142,8 +146,11 @@ class Diff2LipUNet(nn.Module):
         h = torch.cat(parts, dim=1).to(dtype)  # (B, 3·(2+nrefer), H, W)
 
         emb = self.time_embed(timestep_embedding(t, cfg.model_channels).to(dtype))  # (B, 4·mc)
-        audio = self.audio_encoder(mel)  # (B, C_a, h, w)
-        emb = emb + self.audio_encoder_to_style(audio).to(emb.dtype)  # style added to time (B, 4·mc)
+        if audio_style is None:
+            if mel is None:
+                raise ValueError("pass either mel or audio_style")
+            audio_style = self.encode_audio(mel)
+        emb = emb + audio_style.to(emb.dtype)  # audio style added to the time embedding (B, 4·mc)
 
         skips = []
         for block in self.input_blocks:
@@ -153,6 +160,10 @@ class Diff2LipUNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h).to(x_t.dtype)
+
+    def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel windows (B, n_mels, window) → the audio style vector (B, 4·mc) added to the time embedding."""
+        return self.audio_encoder_to_style(self.audio_encoder(mel))  # (B, C_a, h, w) → (B, 4·mc)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
