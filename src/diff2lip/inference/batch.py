@@ -1,0 +1,154 @@
+"""``diff2lip batch``: many (video, audio, output[, reference]) rows with one model load (issue 6).
+
+* Manifest: CSV with a header ``video,audio,output[,reference]`` or JSONL objects with those keys; relative
+  paths are relative to the manifest's folder.
+* Resumable: rows whose output exists are skipped (outputs are written atomically by ``generate_video``,
+  so an existing file is a finished one).
+* Robust: a failing row is recorded and the batch goes on; failures are listed at the end.
+* Sharded: under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) process ``r`` takes rows
+  ``r, r + W, r + 2W, ...`` — no communication needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diff2lip.errors import Diff2LipError
+
+__all__ = ["BatchReport", "BatchRow", "read_manifest", "run_batch", "shard", "shard_from_env"]
+
+FIELDS = ("video", "audio", "output")
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One job of a batch (absolute paths)."""
+
+    index: int
+    video: Path
+    audio: Path
+    output: Path
+    reference: str | None = None
+
+
+@dataclass
+class BatchReport:
+    done: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.done)} generated, {len(self.skipped)} already done, {len(self.failed)} failed"]
+        lines += [f"  row {i}: {msg}" for i, msg in self.failed]
+        return "\n".join(lines)
+
+
+def _row(index: int, raw: Mapping[str, Any], base: Path, path: Path) -> BatchRow:
+    missing = [k for k in FIELDS if not raw.get(k)]
+    if missing:
+        raise Diff2LipError(f"row {index}: missing {', '.join(missing)}", path)
+
+    def resolve(v: Any) -> Path:
+        p = Path(str(v)).expanduser()
+        return p if p.is_absolute() else base / p
+
+    ref = raw.get("reference") or None
+    return BatchRow(index, resolve(raw["video"]), resolve(raw["audio"]), resolve(raw["output"]), ref)
+
+
+def read_manifest(path: str | Path) -> list[BatchRow]:
+    """Rows of a CSV (header ``video,audio,output[,reference]``) or JSONL (``.jsonl``/``.json``) manifest."""
+    p = Path(path)
+    if not p.is_file():
+        raise Diff2LipError("manifest not found", p)
+    base = p.parent
+    rows: list[BatchRow] = []
+    if p.suffix.lower() in (".jsonl", ".json"):
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise Diff2LipError(f"line {n}: invalid JSON ({e.msg})", p) from None
+            if not isinstance(obj, dict):
+                raise Diff2LipError(f"line {n}: expected an object with video, audio, output", p)
+            rows.append(_row(len(rows), obj, base, p))
+    else:
+        with p.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(FIELDS) <= {h.strip() for h in reader.fieldnames}:
+                raise Diff2LipError("CSV needs a header with video,audio,output[,reference]", p)
+            for raw in reader:
+                rows.append(
+                    _row(len(rows), {k.strip(): (v or "").strip() for k, v in raw.items() if k}, base, p)
+                )
+    if not rows:
+        raise Diff2LipError("manifest has no rows", p)
+    outs = [r.output.resolve() for r in rows]
+    if len(set(outs)) != len(outs):
+        raise Diff2LipError("two rows write the same output", p)
+    return rows
+
+
+def shard(rows: list[BatchRow], rank: int, world_size: int) -> list[BatchRow]:
+    """Rows of process ``rank`` out of ``world_size`` (round robin)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise Diff2LipError(f"invalid RANK {rank} / WORLD_SIZE {world_size}")
+    return rows[rank::world_size]
+
+
+def shard_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` from the environment (torchrun), ``(0, 1)`` when absent."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise Diff2LipError("RANK and WORLD_SIZE must be integers") from None
+
+
+def run_batch(
+    rows: list[BatchRow],
+    generate: Callable[[BatchRow], object],
+    *,
+    progress: bool = True,
+    desc: str = "batch",
+) -> BatchReport:
+    """Run ``generate(row)`` for every row whose output is missing; errors are collected, not raised.
+
+    ``generate`` is usually a closure over one loaded pipeline (see :func:`pipeline_generator`).
+    """
+    from tqdm import tqdm
+
+    report = BatchReport()
+    for row in tqdm(rows, desc=desc, unit="row", disable=not progress):
+        if row.output.is_file():
+            report.skipped.append(row.index)
+            continue
+        try:
+            row.output.parent.mkdir(parents=True, exist_ok=True)
+            generate(row)
+        except (Diff2LipError, OSError, ValueError, RuntimeError) as e:  # a bad row must not stop the batch
+            report.failed.append((row.index, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        else:
+            report.done.append(row.index)
+    return report
+
+
+def pipeline_generator(pipeline: Any, base_options: Any) -> Callable[[BatchRow], object]:
+    """``generate(row)`` with one loaded :class:`~diff2lip.inference.pipeline.Diff2LipPipeline`."""
+    from dataclasses import replace
+
+    from diff2lip.inference.runner import generate_video
+
+    def generate(row: BatchRow) -> object:
+        opts = base_options if row.reference is None else replace(base_options, reference=row.reference)
+        return generate_video(row.video, row.audio, row.output, pipeline, opts)
+
+    return generate

@@ -1,0 +1,115 @@
+"""`diff2lip evaluate` end to end on the synthetic corpus (tiny random model, the project's SyncNet)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from diff2lip.cli import main
+from diff2lip.config import from_dict, load_yaml, packaged_config_path
+from diff2lip.data.synth import SynthSettings, synthesize
+from diff2lip.evaluation.runner import read_pairs
+from diff2lip.models.syncnet import SyncNet, SyncNetConfig, save_syncnet
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evalsynth") / "corpus"
+    settings = SynthSettings(clips=2, seconds=2.0, seed=3, size=128, crop_size=64)
+    report = synthesize(out, settings, workers=1)
+    assert not report.failed
+    (out / "recon.txt").write_text(
+        "".join(f"{c} {c}\n" for c in sorted(p.stem for p in (out / "raw").glob("*.mp4")))
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def syncnet_dir(tmp_path_factory) -> Path:
+    cfg = from_dict(SyncNetConfig, load_yaml(packaged_config_path("syncnet_tiny"))["model"])
+    net = SyncNet(cfg, generator=torch.Generator().manual_seed(0))
+    return save_syncnet(net, tmp_path_factory.mktemp("syncnet") / "sn")
+
+
+def _args(corpus: Path, out: Path, syncnet_dir: Path, *extra: str) -> list[str]:
+    return [
+        "evaluate", str(corpus / "recon.txt"), "--video-root", str(corpus / "raw"), "-o", str(out),
+        "--face-tracks", str(corpus / "clips" / "{name}" / "track.json"), "--syncnet-dir", str(syncnet_dir),
+        "--vshift", "3", "--metrics", "ssim,psnr,lmd,sync", "--crop-size", "64", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_identical_videos_give_ideal_scores_and_table_matches_json(corpus, syncnet_dir, tmp_path, capsys):
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for audio, video in read_pairs(corpus / "recon.txt", "reconstruction"):
+        shutil.copy(corpus / "raw" / f"{video}.mp4", gen / f"{video}__{audio}.mp4")
+    out = tmp_path / "eval"
+    assert main(_args(corpus, out, syncnet_dir, "--generated", str(gen))) == 0
+    report = json.loads((out / "report.json").read_text())
+    method, anchor = report["rows"]["Diff2Lip (generated)"], report["rows"]["ground truth"]
+    assert method["psnr"] == "inf" and anchor["psnr"] == "inf"
+    assert method["ssim"] == 1.0 and anchor["ssim"] == 1.0
+    assert method["lmd"] == 0.0 and anchor["lmd"] == 0.0  # dlib finds some synthetic 64 px faces
+    assert method["sync_c"] == anchor["sync_c"] and method["sync_d"] == anchor["sync_d"]
+    assert report["settings_summary"]["scorer"] == "diff2lip-syncnet" and report["num_videos"] == 2
+    # the Markdown table carries exactly the JSON numbers
+    table = (out / "table.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table.splitlines() if line.startswith("| ") and "Method" not in line}  # fmt: skip
+    assert set(rows) == set(report["rows"])
+    for name, cells in rows.items():
+        expected = [str(report["rows"][name][k]) if report["rows"][name][k] is not None else "–"
+                    for k in ("ssim", "psnr", "lmd", "sync_c", "sync_d")]  # fmt: skip
+        assert cells == expected
+    assert "scorer=diff2lip-syncnet" in table
+    with (out / "per_video.csv").open() as f:
+        per = list(csv.DictReader(f))
+    assert len(per) == 2 and all(r["psnr"] == "inf" for r in per)
+    assert all(math.isclose(float(r["sync_d"]), float(r["gt_sync_d"])) for r in per)
+
+
+@pytest.mark.slow
+def test_generates_resumably_with_a_tiny_model(corpus, syncnet_dir, tmp_path):
+    from diff2lip.models.config import load_model_config
+    from diff2lip.models.serialization import save_pretrained
+    from diff2lip.models.unet import Diff2LipUNet
+
+    torch.manual_seed(0)
+    model = Diff2LipUNet(load_model_config("tiny"))
+    doc = load_yaml(packaged_config_path("tiny"))
+    ckpt = save_pretrained(model, tmp_path / "tiny", diffusion=doc["diffusion"], sampling=doc["sampling"])
+    (corpus / "one.txt").write_text((corpus / "recon.txt").read_text().splitlines()[0] + "\n")
+    out = tmp_path / "eval"
+    args = _args(corpus, out, syncnet_dir, "--steps", "2")
+    args[1] = str(corpus / "one.txt")
+    args.insert(2, str(ckpt))
+    assert main(args) == 0
+    made = list((out / "generated").glob("*.mp4"))
+    assert len(made) == 1
+    report = json.loads((out / "report.json").read_text())
+    row = report["rows"][f"Diff2Lip ({Path(ckpt).name})"]
+    assert isinstance(row["psnr"], float) and 5 < row["psnr"] < 60 and 0 < row["ssim"] < 1
+    stamp = made[0].stat().st_mtime_ns
+    assert main(args) == 0  # resumed: the finished video is reused
+    assert made[0].stat().st_mtime_ns == stamp
+
+
+def test_missing_fid_weights_and_bad_filelist_exit_2(corpus, syncnet_dir, tmp_path, capsys):
+    args = _args(corpus, tmp_path / "e", syncnet_dir, "--generated", str(tmp_path))
+    args[args.index("--metrics") + 1] = "fid"
+    args += ["--fid-weights", str(tmp_path / "none.pth")]
+    assert main(args) == 2
+    assert "pytorch-fid" in capsys.readouterr().err
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a b\n")
+    args = _args(corpus, tmp_path / "e", syncnet_dir, "--generated", str(tmp_path))
+    args[1] = str(bad)
+    assert main(args) == 2
+    assert "AUDIO_SRC == VIDEO_SRC" in capsys.readouterr().err
