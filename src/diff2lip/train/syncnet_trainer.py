@@ -24,6 +24,7 @@ rank 0 alone logs and writes files. The effective batch is ``W·batch_size``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -72,6 +73,8 @@ class SyncNetTrainConfig:
         lr_schedule: ``constant`` or ``cosine`` (to 0 at ``max_steps``), after ``warmup_steps`` of linear warm-up.
         warmup_steps: linear warm-up steps.
         grad_clip: max global gradient norm (0 = off).
+        ema_decay: exponential moving average of the weights (0 = off); when on, validation, ``best``
+            and the exported expert use the averaged weights (decay warmed up as ``min(d, (1+s)/(10+s))``).
         max_steps: optimizer steps in all (``--max-steps``).
         eval_every, checkpoint_every, log_every: intervals in steps (the last step always does all three).
         keep_checkpoints: newest checkpoints kept (0 = all).
@@ -96,6 +99,7 @@ class SyncNetTrainConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
     grad_clip: float = 0.0
+    ema_decay: float = 0.0
     max_steps: int = 10_000
     eval_every: int = 500
     checkpoint_every: int = 500
@@ -126,6 +130,8 @@ class SyncNetTrainConfig:
         for name in ("warmup_steps", "keep_checkpoints", "val_batches", "num_workers"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.grad_clip < 0:
             problems.append(f"grad_clip must be >= 0, got {self.grad_clip}")
         if problems:
@@ -198,6 +204,15 @@ def evaluate(
         totals = all_reduce_sum(totals, info)
     n = max(float(totals[2]), 1.0)
     return {"loss": float(totals[0]) / n, "acc": float(totals[1]) / n}
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema ← decay · ema + (1 − decay) · model`` for every parameter; buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
 
 
 def _check_resume_compatible(saved: dict[str, Any], cfg: SyncNetTrainConfig, path: Path) -> None:
@@ -284,6 +299,8 @@ def _train(
 
     generator = torch.Generator().manual_seed(cfg.seed)
     model = SyncNet(cfg.model, generator=generator).to(info.device)
+    # the averaged weights (DESIGN §8: explicit state, checkpointed with the rest); None when off
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
     )
@@ -299,6 +316,8 @@ def _train(
             ckpt = load_checkpoint(path)
             _check_resume_compatible(ckpt.config, cfg, path)
             model.load_state_dict(ckpt.weights["model"], strict=True)
+            if ema is not None:
+                ema.load_state_dict(ckpt.weights.get("ema", ckpt.weights["model"]), strict=True)
             optimizer.load_state_dict(ckpt.optimizers["adam"])
             generator.set_state(ckpt.rng["init_generator"])
             step = ckpt.step
@@ -332,7 +351,10 @@ def _train(
                 ckpt_root,
                 at_step,
                 config=to_dict(cfg),
-                weights={"model": model.state_dict()},
+                weights={
+                    "model": model.state_dict(),
+                    **({"ema": ema.state_dict()} if ema is not None else {}),
+                },
                 optimizers={"adam": optimizer.state_dict()},
                 rng={"init_generator": generator.get_state()},
                 extra={"best": best},
@@ -342,7 +364,8 @@ def _train(
 
     def run_eval(at_step: int) -> None:
         assert val_loader is not None
-        metrics = evaluate(model, val_loader, info.device, info)
+        scored = ema if ema is not None else model
+        metrics = evaluate(scored, val_loader, info.device, info)
         row = {"step": at_step, "val_loss": metrics["loss"], "val_acc": metrics["acc"]}
         history.append(row)
         improved = best["loss"] is None or metrics["loss"] < best["loss"]
@@ -355,7 +378,7 @@ def _train(
                 writer.add_scalar("val/loss", metrics["loss"], at_step)
                 writer.add_scalar("val/acc", metrics["acc"], at_step)
             if improved:
-                save_syncnet(model, run / BEST, extra={"step": at_step, **row})
+                save_syncnet(scored, run / BEST, extra={"step": at_step, **row})
             log(
                 f"step {at_step}: val loss {metrics['loss']:.4f} acc {metrics['acc']:.2%}"
                 f" (best {best['acc']:.2%} at step {best['step']})"
@@ -386,6 +409,8 @@ def _train(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if ema is not None:
+            update_ema(ema, model, min(cfg.ema_decay, (1.0 + step) / (10.0 + step)))
         step += 1
         with torch.no_grad():
             correct = ((SyncNet.score(audio_emb, face_emb) >= 0.5).float() == label).sum()
@@ -423,7 +448,7 @@ def _train(
                 "selected": "best",
             }
         else:
-            exported = model
+            exported = ema if ema is not None else model
             extra = {"step": step, "selected": "last"}
         save_syncnet(exported, model_dir, extra={**extra, "data_dir": str(cfg.data_dir)})
         if writer is not None:
