@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from torch import nn
 
 from diff2lip.config import from_dict, to_dict
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import write_atomic
 
 __all__ = [
     "CONFIG_NAME",
@@ -328,17 +327,6 @@ def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> 
 # ------------------------------------------------------------------------------------------ save / load
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_syncnet(
     model: SyncNet | Mapping[str, torch.Tensor],
     directory: str | Path,
@@ -367,8 +355,8 @@ def save_syncnet(
     if extra is not None:
         doc["extra"] = dict(extra)
     text = json.dumps(doc, indent=2) + "\n"
-    _write_atomic(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _write_atomic(out / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    write_atomic(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    write_atomic(out / CONFIG_NAME, lambda p: Path(p).write_text(text))
     return out
 
 
