@@ -9,6 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from diff2lip.config import load_yaml, packaged_config_path
+from diff2lip.models.config import load_model_config
+from diff2lip.models.serialization import save_pretrained
+from diff2lip.models.unet import Diff2LipUNet
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -47,3 +53,18 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised tiny model (with non-zero output layers) saved in our format."""
+    torch.manual_seed(0)
+    model = Diff2LipUNet(load_model_config("tiny"))
+    with torch.no_grad():  # zero-initialised output convs would make every prediction 0
+        for p in model.parameters():
+            if p.abs().sum() == 0 and p.ndim > 1:
+                p.normal_(0, 0.2)
+    doc = load_yaml(packaged_config_path("tiny"))
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    save_pretrained(model, out, diffusion=doc["diffusion"], sampling=doc["sampling"])
+    return out
