@@ -204,17 +204,10 @@ class LPIPS(nn.Module):
 
 
 def _load_strict(module: nn.Module, state: Mapping[str, Any], path: str | Path | None, prefix: str) -> None:
+    from diff2lip.models.serialization import check_state_dict
+
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    for key, shape in expected.items():
-        if key not in state:
-            raise Diff2LipError(f"missing key '{prefix}{key}' (expected shape {shape})", path)
-        if tuple(state[key].shape) != shape:
-            raise Diff2LipError(
-                f"shape mismatch for '{prefix}{key}': expected {shape}, found {tuple(state[key].shape)}", path
-            )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise Diff2LipError(f"unexpected key '{prefix}{unexpected[0]}'", path)
+    check_state_dict(state, expected, path, what="LPIPS weights file", prefix=prefix)
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
 
 

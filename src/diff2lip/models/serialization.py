@@ -84,32 +84,40 @@ def expected_shapes(cfg: UNetConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_state_dict(
-    state_dict: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], path: str | Path | None
+    state_dict: Mapping[str, Any],
+    expected: Mapping[str, tuple[int, ...]],
+    path: str | Path | None,
+    *,
+    what: str = "Diff2Lip checkpoint",
+    prefix: str = "",
 ) -> None:
-    """Raise a one-line error naming the first missing, mismatching or unexpected key."""
+    """Raise a one-line error naming the first missing, mismatching or unexpected key.
+
+    Shared by every strict loader (UNet, SyncNet, LPIPS); ``prefix`` is prepended to key names in messages.
+    """
     for key, shape in expected.items():
         if key not in state_dict:
             raise Diff2LipError(
-                f"missing key '{key}' (expected shape {shape}); not a Diff2Lip checkpoint for this config",
-                path,
+                f"missing key '{prefix}{key}' (expected shape {shape}); not a {what} for this config", path
             )
         value = state_dict[key]
         if not isinstance(value, torch.Tensor):
-            raise Diff2LipError(f"key '{key}' holds a {type(value).__name__}, not a tensor", path)
+            raise Diff2LipError(f"key '{prefix}{key}' holds a {type(value).__name__}, not a tensor", path)
         if tuple(value.shape) != shape:
             raise Diff2LipError(
-                f"shape mismatch for key '{key}': expected {shape}, found {tuple(value.shape)}", path
+                f"shape mismatch for key '{prefix}{key}': expected {shape}, found {tuple(value.shape)}", path
             )
         if not value.is_floating_point():
             raise Diff2LipError(
-                f"key '{key}' has dtype {value.dtype}, expected a floating-point tensor", path
+                f"key '{prefix}{key}' has dtype {value.dtype}, expected a floating-point tensor", path
             )
     unexpected = [k for k in state_dict if k not in expected]
     if unexpected:
         found = state_dict[unexpected[0]]
         shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found).__name__
         raise Diff2LipError(
-            f"unexpected key '{unexpected[0]}' (found {shape}; {len(unexpected)} unexpected in all)", path
+            f"unexpected key '{prefix}{unexpected[0]}' (found {shape}; {len(unexpected)} unexpected in all)",
+            path,
         )
 
 
@@ -174,19 +182,22 @@ def save_pretrained(
     )
 
 
-def _read_config_json(directory: Path) -> dict[str, Any]:
+def read_config_json(
+    directory: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION, what: str = "Diff2Lip model"
+) -> dict[str, Any]:
+    """The ``config.json`` of a saved model directory, checked for its ``format`` and version."""
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
-        raise Diff2LipError(f"no {CONFIG_NAME} in this directory; not a saved Diff2Lip model", directory)
+        raise Diff2LipError(f"no {CONFIG_NAME} in this directory; not a saved {what}", directory)
     try:
         doc = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise Diff2LipError(f"invalid JSON: {e}", cfg_path) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise Diff2LipError(f'not a Diff2Lip model config (expected "format": "{FORMAT}")', cfg_path)
-    if doc.get("format_version") != FORMAT_VERSION:
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise Diff2LipError(f'not a {what} config (expected "format": "{fmt}")', cfg_path)
+    if doc.get("format_version") != version:
         raise Diff2LipError(
-            f"unsupported format_version {doc.get('format_version')!r} (this version reads {FORMAT_VERSION})",
+            f"unsupported format_version {doc.get('format_version')!r} (this version reads {version})",
             cfg_path,
         )
     return doc
@@ -220,7 +231,7 @@ def load_pretrained(
     from safetensors.torch import load_file
 
     d = Path(directory)
-    doc = _read_config_json(d)
+    doc = read_config_json(d)
     cfg = model_config_from_mapping(doc, d / CONFIG_NAME)
     weights = d / WEIGHTS_NAME
     if not weights.is_file():

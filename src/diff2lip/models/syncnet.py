@@ -362,21 +362,11 @@ def save_syncnet(
 
 def read_syncnet_config(directory: str | Path) -> tuple[SyncNetConfig, dict[str, Any]]:
     """The :class:`SyncNetConfig` and the whole ``config.json`` of a saved expert (strict)."""
+    from diff2lip.models.serialization import read_config_json
+
     d = Path(directory)
     path = d / CONFIG_NAME
-    if not path.is_file():
-        raise Diff2LipError(f"no {CONFIG_NAME} in this directory; not a saved SyncNet", d)
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise Diff2LipError(f"invalid JSON: {e}", path) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise Diff2LipError(f'not a SyncNet config (expected "format": "{FORMAT}")', path)
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise Diff2LipError(
-            f"unsupported format_version {doc.get('format_version')!r} (this version reads {FORMAT_VERSION})",
-            path,
-        )
+    doc = read_config_json(d, FORMAT, FORMAT_VERSION, "SyncNet")
     try:
         cfg = from_dict(SyncNetConfig, doc.get("model", {}))
     except Diff2LipError as e:
@@ -392,6 +382,8 @@ def load_syncnet(directory: str | Path, *, device: str | torch.device = "cpu") -
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from diff2lip.models.serialization import check_state_dict
+
     d = Path(directory)
     cfg, _ = read_syncnet_config(d)
     weights = d / WEIGHTS_NAME
@@ -404,16 +396,7 @@ def load_syncnet(directory: str | Path, *, device: str | torch.device = "cpu") -
     with torch.device("meta"):
         model = SyncNet(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for key, shape in expected.items():
-        if key not in state:
-            raise Diff2LipError(f"missing key '{key}' (expected shape {shape}) for this config", weights)
-        if tuple(state[key].shape) != shape:
-            raise Diff2LipError(
-                f"shape mismatch for key '{key}': expected {shape}, found {tuple(state[key].shape)}", weights
-            )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise Diff2LipError(f"unexpected key '{unexpected[0]}' ({len(unexpected)} in all)", weights)
+    check_state_dict(state, expected, weights, what="SyncNet")
     tensors = {k: v.to(device=device, dtype=torch.float32).contiguous() for k, v in state.items()}
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval()
