@@ -15,7 +15,10 @@
    (target ≥ 0.85), the same with B's audio windows shuffled in time (target ≤ 0.1), the input-mouth
    baseline, the anchor (the measurement on the rendered frames themselves) and the upper-half PSNR
    (``inf``: bit-identical);
-5. prints Markdown rows for benchmarks/RESULTS.md and writes everything to ``RUN/results.json``.
+5. prints Markdown rows for benchmarks/RESULTS.md and writes everything to ``RUN/results.json``;
+6. with ``--ship``, and only if the main run met every target, re-saves its EMA model as fp16 into the
+   package (``src/diff2lip/assets/demo_model``: the bundled model of ``diff2lip demo``) with the run's
+   provenance and numbers in ``config.json``'s ``extra`` and the evaluation's sampler as its default.
 
 The SyncNet expert is trained first and separately (``benchmarks/syncnet_synthetic.py``). Examples::
 
@@ -140,6 +143,40 @@ def evaluate(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     return res
 
 
+def ship(row: dict[str, Any], argv: list[str]) -> Path:
+    """Re-save ``row``'s exported EMA model as fp16 into the package's ``assets/demo_model``."""
+    from diff2lip.demo import bundled_model_dir
+    from diff2lip.models.serialization import load_pretrained, save_pretrained
+
+    src = Path(row["run"]) / "model"
+    pm = load_pretrained(src)
+    e = row["eval"]
+    extra = {
+        **pm.config_dict.get("extra", {}),
+        "trained_with": "benchmarks/train_synthetic_proof.py " + " ".join(argv[1:]),
+        "train_minutes": round(row["train_minutes"], 1),
+        "heldout_r": round(e["r"], 4),
+        "heldout_r_shuffled": round(e["r_shuffled"], 4),
+        "eval": {k: e["settings"][k] for k in ("split", "pairs", "max_frames", "sampler", "steps", "seed")},
+    }
+    sampling = dict(pm.config_dict["sampling"])  # the demo samples as the proof measured
+    for key in ("sampler", "steps"):
+        if e["settings"][key] is not None:
+            sampling[key] = e["settings"][key]
+    out = bundled_model_dir()
+    save_pretrained(
+        pm.model,
+        out,
+        diffusion=pm.config_dict["diffusion"],
+        sampling=sampling,
+        extra=extra,
+        dtype="fp16",
+    )
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"shipped {src} as fp16 → {out} ({size / 2**20:.1f} MiB)")
+    return out
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "undefined"
@@ -166,6 +203,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {s['pairs']} × ≤{s['max_frames'] or 'all'} ({e['frames']} frames) | {e['seconds'] / 60:.1f} |"
         )
     return "\n".join(lines)
+
+
+PASS = "r pass, shuffled pass, upper half identical"
 
 
 def verdict(e: dict[str, Any]) -> str:
@@ -199,6 +239,11 @@ def main() -> int:
     )
     p.add_argument("--ablation", action="append", default=[], choices=sorted(ABLATIONS), help="repeatable")
     p.add_argument("--eval-only", type=Path, default=None, metavar="RUN_DIR", help="only evaluate this run")
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="if the main run meets every target, bundle its model as fp16 into src/diff2lip/assets/demo_model",
+    )
     g = p.add_argument_group("evaluation")
     g.add_argument("--split", default="test", help="held-out split to evaluate on (default test)")
     g.add_argument("--pairs", type=int, default=10, help="(video, audio) pairs (default 10)")
@@ -233,6 +278,11 @@ def main() -> int:
     out.write_text(json.dumps({"argv": sys.argv, "rows": rows}, indent=1) + "\n")
     print(f"\nwrote {out}\n")
     print(markdown(rows))
+    if args.ship:
+        if verdict(rows[0]["eval"]) == PASS:
+            ship(rows[0], sys.argv)
+        else:
+            print("not shipped: the main run missed a target")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -240,6 +241,32 @@ def test_resblock_equals_reference(cin, cout, resample, stride):
     skip = rs(x) if cin == cout else F.conv2d(x, blk.skip_connection.weight, blk.skip_connection.bias)
     with torch.no_grad():
         torch.testing.assert_close(blk(x, emb), skip + h, rtol=1e-5, atol=1e-5)
+
+
+def test_norm_groups_decides_whether_an_additive_embedding_survives_the_norm():
+    """One channel per group erases the per-channel constant that an additive embedding adds; the
+    paper's 4 channels per group (``norm_groups: 8`` at 32 channels) keep its relative part."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 32, 8, 8, generator=gen)
+    e1, e2 = torch.randn(2, 16, generator=gen), torch.randn(2, 16, generator=gen)
+    erased = randomize_(ResBlock(32, 16, 32, norm_groups=32), gen)
+    kept = randomize_(ResBlock(32, 16, 32, norm_groups=8), gen)
+    assert kept.in_layers[0].num_groups == kept.out_layers[0].num_groups == 8
+    with torch.no_grad():
+        torch.testing.assert_close(erased(x, e1), erased(x, e2), rtol=1e-4, atol=1e-4)
+        assert (kept(x, e1) - kept(x, e2)).abs().mean() > 1e-2
+
+
+def test_norm_groups_reach_every_norm_layer_and_are_checked():
+    cfg = UNetConfig(
+        image_size=32, model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(16,),
+        num_head_channels=32, audio_init_spatial=32, audio_channels=(32, 32), audio_num_res_blocks=1,
+        norm_groups=8,
+    )  # fmt: skip
+    norms = [m for m in Diff2LipUNet(cfg).modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and {m.num_groups for m in norms} == {8}
+    with pytest.raises(Diff2LipError, match="norm_groups"):
+        dataclasses.replace(cfg, norm_groups=24).validate()
 
 
 def test_groupnorm32_computes_in_fp32_under_bf16():

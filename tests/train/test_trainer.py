@@ -54,6 +54,24 @@ def test_prepare_shares_t_per_sample_and_draws_independent_cond_noise(tmp_path, 
     assert 0.8 < lower.std() < 1.2
 
 
+def test_high_t_fraction_oversamples_the_high_noise_steps(tmp_path, tiny_overrides):
+    def draws(extra: list[str]) -> np.ndarray:
+        tr = make_trainer(
+            tmp_path / f"run{len(extra)}", [*tiny_overrides, *FAST, "data.batch_size=8", *extra]
+        )
+        ts = [tr.prepare(tr._next_batch())["t"].view(8, 5)[:, 0] for _ in range(25)]
+        return torch.cat(ts).numpy()
+
+    uniform = draws([])
+    high = draws(["train.high_t_fraction=1.0", "train.high_t_min=900"])
+    half = draws(["train.high_t_fraction=0.5", "train.high_t_min=900"])
+    assert high.min() >= 900 and high.max() < 1000
+    assert 0.05 < (uniform >= 900).mean() < 0.2  # ~0.1 of 200 draws
+    assert 0.45 < (half >= 900).mean() < 0.65  # 0.5 + 0.5·0.1
+    with pytest.raises(Diff2LipError, match="high_t_min"):
+        load_train_config("train_tiny", [*tiny_overrides, "train.high_t_min=1000"]).validate()
+
+
 def test_resume_is_exact(tmp_path, tiny_overrides):
     over = [*tiny_overrides, *FAST, "train.checkpoint_every=2"]
     a = make_trainer(tmp_path / "a", over)

@@ -22,13 +22,13 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
-        d = cfg.audio_time_embed_dim
+        d, g = cfg.audio_time_embed_dim, cfg.norm_groups
         self.embed_dim = d
         self.out_channels = cfg.audio_channels[-1]
         self.time_embed = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.input_block = nn.Sequential(
             nn.Conv1d(cfg.audio_mel_bins, cfg.audio_init_spatial, 3, padding=1),
-            normalization(cfg.audio_init_spatial),
+            normalization(cfg.audio_init_spatial, g),
             nn.SiLU(),
         )
         ch = cfg.audio_channels[0]
@@ -37,19 +37,23 @@ class AudioEncoder(nn.Module):
         last = len(cfg.audio_channels) - 1
         for level, width in enumerate(cfg.audio_channels):
             for _ in range(cfg.audio_num_res_blocks):
-                blocks.append(EmbedSequential(ResBlock(ch, d, width, dropout=cfg.dropout)))
+                blocks.append(EmbedSequential(ResBlock(ch, d, width, dropout=cfg.dropout, norm_groups=g)))
                 ch = width
             if level != last:
                 # halve the height only while it is taller than the window is wide (official rule)
                 stride = (2, 1) if cfg.audio_init_spatial // ds > cfg.audio_window else (2, 2)
                 blocks.append(
                     EmbedSequential(
-                        ResBlock(ch, d, ch, dropout=cfg.dropout, resample="down", down_stride=stride)
+                        ResBlock(
+                            ch, d, ch, dropout=cfg.dropout, resample="down", down_stride=stride, norm_groups=g
+                        )
                     )
                 )
                 ds *= 2
         self.encoder_blocks = nn.ModuleList(blocks)
-        self.middle_block = EmbedSequential(ResBlock(ch, d, self.out_channels, dropout=cfg.dropout))
+        self.middle_block = EmbedSequential(
+            ResBlock(ch, d, self.out_channels, dropout=cfg.dropout, norm_groups=g)
+        )
 
     def constant_embedding(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The learned embedding of "time" 0 that conditions every audio ResBlock, ``(1, d)``."""

@@ -39,6 +39,12 @@ class UNetConfig:
     dropout: float = 0.0
     resblock_updown: bool = True
     use_scale_shift_norm: bool = False
+    #: GroupNorm groups of every normalisation layer (32 in the paper's model, as in guided-diffusion).
+    #: A norm layer normalises each group of channels per sample, so a group of a single channel erases
+    #: any per-channel constant — the additive time/audio embedding of a ResBlock with
+    #: ``use_scale_shift_norm: false`` among them. Narrow models (32-channel levels) keep the paper's
+    #: 4 channels per group with ``norm_groups: 8``. It has no weights: any value loads the same tensors.
+    norm_groups: int = NORM_GROUPS
     #: predict the learned-range variance too: output ``2 * in_channels`` channels (ε and v).
     learn_sigma: bool = True
     #: number of reference frames concatenated to the input (the paper uses one).
@@ -85,9 +91,14 @@ class UNetConfig:
         for r in self.attention_resolutions:
             if r not in sizes:
                 fail(f"attention resolution {r} px is not a UNet level (levels: {sorted(sizes)})")
+        g = self.norm_groups
+        if g < 1:
+            fail(f"norm_groups must be >= 1, got {g}")
         for m in self.channel_mult:
-            if (m * self.model_channels) % NORM_GROUPS:
-                fail(f"level width {m * self.model_channels} is not a multiple of {NORM_GROUPS} (GroupNorm)")
+            if (m * self.model_channels) % g:
+                fail(
+                    f"level width {m * self.model_channels} is not a multiple of norm_groups {g} (GroupNorm)"
+                )
         # attention runs at the listed levels and always in the middle block (the lowest level)
         attn_widths = {self.channel_mult[-1] * self.model_channels} | {
             m * self.model_channels
@@ -98,10 +109,10 @@ class UNetConfig:
             if ch % self.num_head_channels:
                 fail(f"attention width {ch} is not a multiple of num_head_channels {self.num_head_channels}")
         for ch in self.audio_channels:
-            if ch % NORM_GROUPS:
-                fail(f"audio channel width {ch} is not a multiple of {NORM_GROUPS}")
-        if self.audio_init_spatial % NORM_GROUPS:
-            fail(f"audio_init_spatial {self.audio_init_spatial} is not a multiple of {NORM_GROUPS}")
+            if ch % g:
+                fail(f"audio channel width {ch} is not a multiple of norm_groups {g}")
+        if self.audio_init_spatial % g:
+            fail(f"audio_init_spatial {self.audio_init_spatial} is not a multiple of norm_groups {g}")
         if self.audio_time_embed_dim % 2:
             fail("audio_time_embed_dim must be even")
         if self.model_channels % 2:

@@ -34,9 +34,9 @@ class GroupNorm32(nn.GroupNorm):
         return y.to(x.dtype)
 
 
-def normalization(channels: int) -> GroupNorm32:
-    """The UNet's normalisation layer: GroupNorm with 32 groups, computed in float32."""
-    return GroupNorm32(NORM_GROUPS, channels)
+def normalization(channels: int, groups: int = NORM_GROUPS) -> GroupNorm32:
+    """The UNet's normalisation layer: GroupNorm (32 groups in the paper's model), computed in float32."""
+    return GroupNorm32(groups, channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -81,12 +81,12 @@ def qkv_attention_legacy(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
 class AttentionBlock(nn.Module):
     """Spatial self-attention with a residual connection (guided-diffusion ``AttentionBlock``)."""
 
-    def __init__(self, channels: int, num_head_channels: int):
+    def __init__(self, channels: int, num_head_channels: int, *, norm_groups: int = NORM_GROUPS):
         super().__init__()
         if channels % num_head_channels:
             raise ValueError(f"attention channels {channels} not divisible by {num_head_channels}")
         self.num_heads = channels // num_head_channels
-        self.norm = normalization(channels)
+        self.norm = normalization(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
@@ -139,6 +139,7 @@ class ResBlock(nn.Module):
         use_scale_shift_norm: bool = False,
         resample: Literal["up", "down"] | None = None,
         down_stride: tuple[int, int] = (2, 2),
+        norm_groups: int = NORM_GROUPS,
     ):
         super().__init__()
         out_channels = out_channels or channels
@@ -146,13 +147,13 @@ class ResBlock(nn.Module):
         self.resample = resample
         self.down_stride = tuple(down_stride)
         self.in_layers = nn.Sequential(
-            normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+            normalization(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
         )
         self.emb_layers = nn.Sequential(
             nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels)
         )
         self.out_layers = nn.Sequential(
-            normalization(out_channels),
+            normalization(out_channels, norm_groups),
             nn.SiLU(),
             nn.Dropout(p=dropout),
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),

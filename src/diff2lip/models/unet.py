@@ -51,11 +51,17 @@ class Diff2LipUNet(nn.Module):
 
         def res(cin: int, cout: int | None = None, **kw: Any) -> ResBlock:
             return ResBlock(
-                cin, ted, cout, dropout=cfg.dropout, use_scale_shift_norm=cfg.use_scale_shift_norm, **kw
+                cin,
+                ted,
+                cout,
+                dropout=cfg.dropout,
+                use_scale_shift_norm=cfg.use_scale_shift_norm,
+                norm_groups=cfg.norm_groups,
+                **kw,
             )
 
         def attn(ch: int) -> AttentionBlock:
-            return AttentionBlock(ch, cfg.num_head_channels)
+            return AttentionBlock(ch, cfg.num_head_channels, norm_groups=cfg.norm_groups)
 
         ch = cfg.channel_mult[0] * mc
         first_ch = ch
@@ -92,13 +98,15 @@ class Diff2LipUNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(*layers))
 
         self.out = nn.Sequential(
-            normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(first_ch, cfg.out_channels, 3, padding=1))
+            normalization(ch, cfg.norm_groups),
+            nn.SiLU(),
+            zero_module(nn.Conv2d(first_ch, cfg.out_channels, 3, padding=1)),
         )
 
         self.audio_encoder = AudioEncoder(cfg)
         a_ch = self.audio_encoder.out_channels
         self.audio_encoder_to_style = nn.Sequential(
-            normalization(a_ch),
+            normalization(a_ch, cfg.norm_groups),
             nn.SiLU(),
             nn.AdaptiveAvgPool2d((1, 1)),
             zero_module(nn.Conv2d(a_ch, ted, 1)),

@@ -3,8 +3,8 @@
 One optimizer step:
 
 1. ``grad_accum`` micro-batches of ``data.batch_size`` 5-frame samples each. For a micro-batch, one
-   timestep ``t ~ U{0..T−1}`` per sample (shared by its 5 frames), forward noise ε and, independently,
-   the noise that fills the masked lower half of the conditioning frame
+   timestep ``t ~ U{0..T−1}`` per sample (shared by its 5 frames; see ``train.high_t_fraction``), forward
+   noise ε and, independently, the noise that fills the masked lower half of the conditioning frame
    (``cond = x0·(1−M) + n·M``; it must differ from ε or ``x_t − √(1−ᾱ_t)·cond`` would reveal x0);
    ``x_t = q_sample(x0, t, ε)``; the UNet predicts ε (and v) from ``(x_t, t, cond, M, ref, mel)``;
    :class:`~diff2lip.losses.Diff2LipLoss` adds the weighted terms and the generator loss is
@@ -254,7 +254,12 @@ class Trainer:
         mels = batch["mels"].to(dev)
         mels = mels.reshape(b * f, *mels.shape[2:])  # (B·F, 80, 16)
         g = self.generator.manual_seed(self.noise_seed(self.batches_consumed))
-        t = torch.randint(0, self.diffusion.num_timesteps, (b,), generator=g, device=dev)
+        num_t = self.diffusion.num_timesteps
+        t = torch.randint(0, num_t, (b,), generator=g, device=dev)  # (B,)
+        run = self.cfg.train
+        if run.high_t_fraction > 0:  # that fraction of the samples draws from the high-noise steps
+            high = torch.rand((b,), generator=g, device=dev) < run.high_t_fraction
+            t = torch.where(high, torch.randint(run.high_t_min, num_t, (b,), generator=g, device=dev), t)
         t = t.repeat_interleave(f)  # (B·F,) one t per sample, shared by its frames
         noise = torch.randn(x0.shape, generator=g, device=dev)
         cond_noise = torch.randn(x0.shape, generator=g, device=dev)
