@@ -1,7 +1,8 @@
 """Proof run of the SyncNet expert on the synthetic corpus (issue 4).
 
-1. makes the corpus with ``diff2lip synth`` (held-out val/test clips speak with voices no training clip
-   uses and have their own seeds and faces), unless ``--corpus`` names an existing one;
+1. makes the corpus with ``diff2lip synth`` (400 clips × 4 s: 360 for training, 20 + 20 held out, whose
+   val/test clips speak with voices no training clip uses and have their own seeds and faces), unless
+   ``--corpus`` names an existing one;
 2. trains ``configs/syncnet_synthetic.yaml`` with ``diff2lip train-syncnet`` — by default under
    ``torchrun --nproc-per-node 2`` with one thread per process, i.e. on 2 CPU cores — and times it
    (target ≤ 20 minutes);
@@ -123,7 +124,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", required=True, help="directory for the corpus, the run and results.json")
     p.add_argument("--corpus", default=None, help="use this existing corpus instead of making one")
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--clips", type=int, default=400)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--config", default=None, help="training config (default: packaged syncnet_synthetic)")
@@ -150,6 +151,10 @@ def main() -> int:
             "128",
             "--crop-size",
             "64",
+            "--val-fraction",
+            "0.05",
+            "--test-fraction",
+            "0.05",
         ]
         results["synth_seconds"] = run([*cmd, "--workers", "2", "--no-progress"])
     config = args.config or str(packaged_config_path("syncnet_synthetic"))
