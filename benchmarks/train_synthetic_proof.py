@@ -205,14 +205,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-PASS = "r pass, shuffled pass, upper half identical"
+def checks(e: dict[str, Any]) -> tuple[bool, bool, bool]:
+    """The three targets of an evaluation: r, the shuffled control, the untouched upper half."""
+    r, rs = e["r"], e["r_shuffled"]
+    return (
+        r is not None and r >= TARGET_R,
+        rs is not None and abs(rs) <= TARGET_SHUFFLED,
+        bool(e["upper_half_identical"]),
+    )
 
 
 def verdict(e: dict[str, Any]) -> str:
-    r, rs = e["r"], e["r_shuffled"]
-    ok_r = r is not None and r >= TARGET_R
-    ok_s = rs is not None and abs(rs) <= TARGET_SHUFFLED
-    ok_u = bool(e["upper_half_identical"])
+    ok_r, ok_s, ok_u = checks(e)
     return (
         f"r {'pass' if ok_r else 'FAIL'}, shuffled {'pass' if ok_s else 'FAIL'}, "
         f"upper half {'identical' if ok_u else 'CHANGED'}"
@@ -279,7 +283,7 @@ def main() -> int:
     print(f"\nwrote {out}\n")
     print(markdown(rows))
     if args.ship:
-        if verdict(rows[0]["eval"]) == PASS:
+        if all(checks(rows[0]["eval"])):
             ship(rows[0], sys.argv)
         else:
             print("not shipped: the main run missed a target")

@@ -203,6 +203,20 @@ def read_config_json(
     return doc
 
 
+def read_weights(directory: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """``directory/model.safetensors`` and its tensors (on the CPU); a one-line error if missing or unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise Diff2LipError(f"missing {WEIGHTS_NAME}", directory)
+    try:
+        return weights, load_file(weights, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise Diff2LipError(f"cannot read safetensors file: {e}", weights) from None
+
+
 def _materialize(
     cfg: UNetConfig,
     state_dict: Mapping[str, torch.Tensor],
@@ -227,19 +241,10 @@ def load_pretrained(
     ``dtype`` defaults to float32 whatever the stored precision (use ``torch.autocast`` for
     half-precision compute); the model is returned in eval mode.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     d = Path(directory)
     doc = read_config_json(d)
     cfg = model_config_from_mapping(doc, d / CONFIG_NAME)
-    weights = d / WEIGHTS_NAME
-    if not weights.is_file():
-        raise Diff2LipError(f"missing {WEIGHTS_NAME}", d)
-    try:
-        state_dict = load_file(weights, device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise Diff2LipError(f"cannot read safetensors file: {e}", weights) from None
+    weights, state_dict = read_weights(d)
     model = _materialize(cfg, state_dict, weights, device, parse_dtype(dtype))
     return PretrainedModel(model=model, config_dict=doc, path=d)
 

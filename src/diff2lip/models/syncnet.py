@@ -379,20 +379,11 @@ def load_syncnet(directory: str | Path, *, device: str | torch.device = "cpu") -
 
     Returned in eval mode with ``requires_grad`` left on (freeze it yourself when it is used as a loss).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from diff2lip.models.serialization import check_state_dict
+    from diff2lip.models.serialization import check_state_dict, read_weights
 
     d = Path(directory)
     cfg, _ = read_syncnet_config(d)
-    weights = d / WEIGHTS_NAME
-    if not weights.is_file():
-        raise Diff2LipError(f"missing {WEIGHTS_NAME}", d)
-    try:
-        state = load_file(weights, device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise Diff2LipError(f"cannot read safetensors file: {e}", weights) from None
+    weights, state = read_weights(d)
     with torch.device("meta"):
         model = SyncNet(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
