@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,4 +68,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     doc = load_yaml(packaged_config_path("tiny"))
     out = tmp_path_factory.mktemp("models") / "tiny"
     save_pretrained(model, out, diffusion=doc["diffusion"], sampling=doc["sampling"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """4 synthetic clips × 2 s with 32 px crops (train/val/test = 2/1/1), raw mp4 + wav and track.json,
+    made once per session with the `diff2lip synth` CLI."""
+    out = tmp_path_factory.mktemp("synth") / "corpus"
+    cmd = [sys.executable, "-m", "diff2lip", "synth", str(out), "--clips", "4", "--seconds", "2"]
+    cmd += ["--seed", "11", "--size", "64", "--crop-size", "32", "--workers", "1", "--no-progress"]
+    subprocess.run(cmd, check=True, capture_output=True)
     return out

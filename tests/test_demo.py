@@ -15,14 +15,9 @@ from diff2lip.video.io import probe, read_all
 TEXT = "Hello there."
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tiny_model_dir) -> Path:
-    return tiny_model_dir
-
-
-def test_text_demo_writes_result_and_side_by_side_with_audio(tmp_path, tiny_model, capsys):
+def test_text_demo_writes_result_and_side_by_side_with_audio(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "hello.mp4"
-    argv = ["demo", "-o", str(out), "--text", TEXT, "--checkpoint", str(tiny_model)]
+    argv = ["demo", "-o", str(out), "--text", TEXT, "--checkpoint", str(tiny_model_dir)]
     assert main([*argv, "--steps", "2", "--seed", "4", "-q"]) == 0
     printed = capsys.readouterr().out
     sbs = out.with_name("hello_side_by_side.mp4")
@@ -54,8 +49,8 @@ def test_text_demo_writes_result_and_side_by_side_with_audio(tmp_path, tiny_mode
     assert np.abs(left - frames[0, 20:]).mean() < codec + 3  # the left half is the closed-mouth input
 
 
-def test_audio_file_is_used_instead_of_speech(tmp_path, tiny_model, speech_wav):
-    res = demo.run_demo(tmp_path / "a.mp4", audio=speech_wav, checkpoint=tiny_model, steps=2, seed=1)
+def test_audio_file_is_used_instead_of_speech(tmp_path, tiny_model_dir, speech_wav):
+    res = demo.run_demo(tmp_path / "a.mp4", audio=speech_wav, checkpoint=tiny_model_dir, steps=2, seed=1)
     seconds = len(load_audio(speech_wav, 16000)) / 16000
     assert res.text is None and res.audio == speech_wav
     assert res.seconds == pytest.approx(seconds) and res.crop_size == 32
@@ -75,8 +70,8 @@ def test_missing_bundled_model_is_a_one_line_exit_2(tmp_path, monkeypatch, capsy
     assert not out.exists() and not list(tmp_path.glob("*.mp4"))
 
 
-def test_bad_arguments_are_one_line_errors(tmp_path, tiny_model, capsys):
-    assert main(["demo", "-o", str(tmp_path / "x.avi"), "--checkpoint", str(tiny_model)]) == 2
+def test_bad_arguments_are_one_line_errors(tmp_path, tiny_model_dir, capsys):
+    assert main(["demo", "-o", str(tmp_path / "x.avi"), "--checkpoint", str(tiny_model_dir)]) == 2
     assert main(["demo", "-o", str(tmp_path / "y.mp4"), "--audio", str(tmp_path / "none.wav")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and ".mp4" in err[0] and "audio file not found" in err[1]

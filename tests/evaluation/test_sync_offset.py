@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,17 +103,6 @@ def test_audio_groups_cover_complete_windows_only():
 
 
 # -------------------------------------------------------------------------- real files and the CLI
-
-
-@pytest.fixture(scope="session")
-def synth_corpus(tmp_path_factory) -> Path:
-    """4 synthetic clips × 2 s with 32 px crops, raw mp4 + wav and track.json (the `diff2lip synth` CLI)."""
-    out = tmp_path_factory.getbasetemp() / "syncnet_synth_corpus"
-    if not (out / layout.MANIFEST).is_file():
-        cmd = [sys.executable, "-m", "diff2lip", "synth", str(out), "--clips", "4", "--seconds", "2"]
-        cmd += ["--seed", "11", "--size", "64", "--crop-size", "32", "--workers", "1", "--no-progress"]
-        subprocess.run(cmd, check=True, capture_output=True)
-    return out
 
 
 def test_video_crops_from_a_face_track_match_the_prepared_faces(synth_corpus):

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from diff2lip.config import load_yaml, packaged_config_path
-from diff2lip.data import layout
 from diff2lip.errors import Diff2LipError
 from diff2lip.models.syncnet import load_syncnet
 from diff2lip.train.checkpoint import latest_checkpoint, load_checkpoint
 from diff2lip.train.syncnet_trainer import SyncNetTrainConfig, config_from_dict, train_syncnet, update_ema
-
-
-@pytest.fixture(scope="session")
-def synth_corpus(tmp_path_factory) -> Path:
-    """The same 4 × 2 s, 32 px corpus as test_syncnet_trainer.py (shared when both run in one session)."""
-    out = tmp_path_factory.getbasetemp() / "syncnet_synth_corpus"
-    if not (out / layout.MANIFEST).is_file():
-        cmd = [sys.executable, "-m", "diff2lip", "synth", str(out), "--clips", "4", "--seconds", "2"]
-        cmd += ["--seed", "11", "--size", "64", "--crop-size", "32", "--workers", "1", "--no-progress"]
-        subprocess.run(cmd, check=True, capture_output=True)
-    return out
 
 
 def ema_config(data: Path, out: Path, **overrides) -> SyncNetTrainConfig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +26,6 @@ from diff2lip.train.syncnet_trainer import (
 )
 
 CLIPS, SECONDS = 4, 2
-
-
-@pytest.fixture(scope="session")
-def synth_corpus(tmp_path_factory) -> Path:
-    """4 synthetic clips × 2 s, 32 px crops (train/val/test = 2/1/1), made with the `diff2lip synth` CLI."""
-    out = tmp_path_factory.getbasetemp() / "syncnet_synth_corpus"
-    if not (out / layout.MANIFEST).is_file():
-        cmd = [
-            sys.executable,
-            "-m",
-            "diff2lip",
-            "synth",
-            str(out),
-            "--clips",
-            str(CLIPS),
-            "--seconds",
-            str(SECONDS),
-        ]
-        cmd += ["--seed", "11", "--size", "64", "--crop-size", "32", "--workers", "1", "--no-progress"]
-        subprocess.run(cmd, check=True, capture_output=True)
-    return out
 
 
 def tiny_config(data: Path, out: Path, **overrides) -> SyncNetTrainConfig:
