@@ -38,6 +38,7 @@ from torch import nn
 
 from diff2lip.diffusion import GaussianDiffusion, masked_mean_flat
 from diff2lip.errors import Diff2LipError
+from diff2lip.inference.pipeline import lower_half_mask_tensor as lower_half_mask
 
 __all__ = [
     "TERMS",
@@ -51,13 +52,6 @@ __all__ = [
 
 #: names of the weighted terms, in logging order.
 TERMS = ("simple", "vb", "l2", "sync", "lpips", "gan")
-
-
-def lower_half_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """M (1, 1, S, S): 1 on rows S//2..S-1, the generated region (DESIGN.md §3)."""
-    m = torch.zeros((1, 1, size, size), device=device)
-    m[:, :, size // 2 :, :] = 1.0
-    return m
 
 
 def generator_gan_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:

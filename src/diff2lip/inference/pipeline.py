@@ -78,7 +78,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()  # (N, S, S, 3)
 
 
-def lower_half_mask_tensor(size: int, device: torch.device) -> torch.Tensor:
+def lower_half_mask_tensor(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """M (1, 1, S, S): 1 on rows S//2..S-1 (DESIGN.md §3)."""
     m = torch.zeros((1, 1, size, size), device=device)
     m[:, :, size // 2 :, :] = 1.0
