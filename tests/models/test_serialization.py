@@ -138,3 +138,14 @@ def test_packaged_configs_carry_the_diffusion_and_sampling_sections(name):
     assert {"model", "diffusion", "sampling"} <= set(doc)
     assert doc["diffusion"] == DIFFUSION and doc["sampling"] == SAMPLING
     assert doc["model"]["learn_sigma"] is doc["diffusion"]["learn_sigma"]
+
+
+def test_checkpoint_model_config_reads_the_architecture_without_the_weights(tiny_model_dir, tmp_path):
+    from diff2lip.models.serialization import checkpoint_model_config, load_pretrained, paper_config
+
+    assert checkpoint_model_config(tiny_model_dir) == load_pretrained(tiny_model_dir).model.config
+    official = tmp_path / "official.pt"
+    official.write_bytes(b"not read")  # an official .pt has the paper's architecture by definition
+    assert checkpoint_model_config(official) == paper_config()
+    with pytest.raises(Diff2LipError, match="checkpoint not found"):
+        checkpoint_model_config(tmp_path / "missing")

@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
     crop = args.crop_size
     if crop is None and args.checkpoint and not args.generated:
-        from diff2lip.models.serialization import load_checkpoint
+        from diff2lip.models.serialization import checkpoint_model_config
 
-        crop = int(load_checkpoint(args.checkpoint).model.config.image_size)
+        crop = int(checkpoint_model_config(args.checkpoint).image_size)
     settings = EvalSettings(
         mode=args.mode,
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),

@@ -356,6 +356,16 @@ def convert_official(
     return out
 
 
+def checkpoint_model_config(path: str | Path) -> UNetConfig:
+    """The architecture of a checkpoint of either form, read without loading its weights."""
+    p = Path(path)
+    if p.is_dir():
+        return model_config_from_mapping(read_config_json(p), p / CONFIG_NAME)
+    if not p.exists():
+        raise Diff2LipError("checkpoint not found (expected a model directory or an official .pt file)", p)
+    return paper_config()
+
+
 def load_checkpoint(
     path: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
 ) -> PretrainedModel:
