@@ -35,6 +35,7 @@ import numpy as np
 
 from diff2lip.audio import frame_times, mel_windows
 from diff2lip.data import layout
+from diff2lip.data.synth import MOUTH  # the synthetic corpus' ground truth
 from diff2lip.data.synth_render import mouth_openness
 from diff2lip.errors import Diff2LipError
 from diff2lip.evaluation.metrics import psnr
@@ -42,7 +43,6 @@ from diff2lip.evaluation.metrics import psnr
 __all__ = ["ClipData", "cross_pairs", "cross_setting_check", "load_clip", "pearson"]
 
 FPS = 25
-MOUTH = "mouth.npy"  # the synthetic corpus' ground truth (diff2lip.data.synth.MOUTH)
 
 PipelineLike = Callable[..., np.ndarray]
 """``pipeline(faces (N,S,S,3) uint8, mels (N,80,16), refs=None, *, steps, sampler, seed) -> (N,S,S,3)``."""

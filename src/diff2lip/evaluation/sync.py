@@ -128,8 +128,9 @@ def video_embeddings(syncnet: _Expert, faces: np.ndarray, *, batch_size: int = 6
     device = _device_of(syncnet)
     out = []
     for first in range(0, n_groups, batch_size):
-        idx = range(first, min(first + batch_size, n_groups))
-        stacked = np.stack([lower_halves(faces[i : i + nf]) for i in idx])  # (b, 3F, S/2, S)
+        last = min(first + batch_size, n_groups)
+        halves = lower_halves(faces[first : last - 1 + nf])  # (3·(b+F−1), S/2, S), each frame once
+        stacked = np.stack([halves[3 * i : 3 * (i + nf)] for i in range(last - first)])  # (b, 3F, S/2, S)
         x = torch.from_numpy(stacked).to(device)
         out.append(syncnet.embed_faces(x).float().cpu())
     return torch.cat(out)
