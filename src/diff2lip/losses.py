@@ -74,12 +74,10 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
 
 @dataclass
 class LossOutput:
-    """The weighted total (differentiable), each unweighted term (detached, for logging) and x̂0."""
+    """The weighted total (differentiable), each unweighted term (detached, for logging) and the fakes."""
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: (B·F, 3, S, S) x̂0 as used by the image terms (clamped if ``clamp_x0``), differentiable.
-    x0_pred: torch.Tensor | None = None
     #: (B, F, 3, S, S) x̂0·M + x0·(1−M): the critic's fakes.
     fake: torch.Tensor | None = None
 
@@ -215,7 +213,6 @@ class Diff2LipLoss:
         return LossOutput(
             total=total,
             terms={k: v.detach() for k, v in terms.items()},
-            x0_pred=x0_pred,
             fake=fake,
         )
 

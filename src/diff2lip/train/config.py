@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from diff2lip.config import from_dict, load_yaml, packaged_config_path, to_dict
+from diff2lip.config import from_dict, load_yaml, packaged_config_path
 from diff2lip.diffusion import DiffusionConfig, SamplingConfig
 from diff2lip.errors import Diff2LipError
 from diff2lip.models.config import UNetConfig
@@ -228,9 +228,6 @@ class TrainConfig:
         if errs:
             raise Diff2LipError(f"invalid training config: {errs[0]}")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -24,7 +23,6 @@ __all__ = [
     "barrier",
     "cleanup_distributed",
     "init_distributed",
-    "rank_seed",
     "resolve_device",
 ]
 
@@ -111,8 +109,3 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.distributed:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """A per-rank 63-bit seed derived from ``(seed, rank)`` (independent streams, reproducible)."""
-    return int(np.random.SeedSequence((int(seed), int(rank))).generate_state(1, dtype=np.uint64)[0] >> 1)
