@@ -15,6 +15,7 @@ import torch
 from diff2lip.config import load_yaml, packaged_config_path
 from diff2lip.models.config import load_model_config
 from diff2lip.models.serialization import save_pretrained
+from diff2lip.models.syncnet import SyncNet, SyncNetConfig, save_syncnet
 from diff2lip.models.unet import Diff2LipUNet
 
 
@@ -69,6 +70,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     save_pretrained(model, out, diffusion=doc["diffusion"], sampling=doc["sampling"])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_syncnet_dir(tmp_path_factory) -> Path:
+    """A randomly initialised tiny SyncNet expert (32 px crops) saved in our format."""
+    cfg = SyncNetConfig(
+        image_size=32, face_channels=(8, 16, 16), audio_channels=(8, 16, 16), res_blocks=0, embed_dim=16
+    )
+    model = SyncNet(cfg, generator=torch.Generator().manual_seed(0))
+    return save_syncnet(model, tmp_path_factory.mktemp("syncnet") / "syncnet")
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import write_text_atomic
 
 T = TypeVar("T")
 
@@ -126,11 +127,13 @@ def load_config(cls: type[T], path: str | Path) -> T:
 
 
 def save_json(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n")
+    """Write ``cfg`` as JSON, atomically (a temporary sibling renamed into place)."""
+    write_text_atomic(path, json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n")
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write ``cfg`` as YAML (keys in field order), atomically (a temporary sibling renamed into place)."""
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def packaged_config_path(name: str) -> Path:

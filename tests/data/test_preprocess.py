@@ -21,7 +21,6 @@ from diff2lip.data import layout
 from diff2lip.data.preprocess import (
     ERRORS_LOG,
     PreprocessConfig,
-    _fill_missing,
     find_videos,
     iter_resampled,
     preprocess_dataset,
@@ -240,14 +239,6 @@ def test_split_by_speaker_keeps_each_speaker_in_one_split():
         assert len({where[f"s{s}__c{c}"] for c in range(3)}) == 1
     assert len(splits["val"]) >= 3 and len(splits["test"]) >= 3  # 14 groups: round(2.8) = 3 each
     assert split_by_speaker(records, 0.2, 0.2, seed=3) == splits
-
-
-def test_fill_missing_uses_nearest_face_box():
-    boxes = np.array([[-1] * 4, [1, 1, 5, 5], [-1] * 4, [-1] * 4, [-1] * 4, [2, 2, 6, 6], [-1] * 4])
-    has = boxes[:, 0] >= 0
-    filled, idx = _fill_missing(boxes, has)
-    assert idx == [0, 2, 3, 4, 6]
-    assert filled[:, 0].tolist() == [1, 1, 1, 1, 2, 2, 2]  # frame 3 ties: the earlier box
 
 
 def test_config_rejects_bad_settings():

@@ -7,15 +7,14 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
-import torch
 
 from diff2lip.cli import main
-from diff2lip.config import from_dict, load_yaml, packaged_config_path
 from diff2lip.data.synth import SynthSettings, synthesize
 from diff2lip.evaluation.runner import read_pairs
-from diff2lip.models.syncnet import SyncNet, SyncNetConfig, save_syncnet
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +29,6 @@ def corpus(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def syncnet_dir(tmp_path_factory) -> Path:
-    cfg = from_dict(SyncNetConfig, load_yaml(packaged_config_path("syncnet_tiny"))["model"])
-    net = SyncNet(cfg, generator=torch.Generator().manual_seed(0))
-    return save_syncnet(net, tmp_path_factory.mktemp("syncnet") / "sn")
-
-
 def _args(corpus: Path, out: Path, syncnet_dir: Path, *extra: str) -> list[str]:
     return [
         "evaluate", str(corpus / "recon.txt"), "--video-root", str(corpus / "raw"), "-o", str(out),
@@ -45,13 +37,15 @@ def _args(corpus: Path, out: Path, syncnet_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_identical_videos_give_ideal_scores_and_table_matches_json(corpus, syncnet_dir, tmp_path, capsys):
+def test_identical_videos_give_ideal_scores_and_table_matches_json(
+    corpus, tiny_syncnet_dir, tmp_path, capsys
+):
     gen = tmp_path / "gen"
     gen.mkdir()
     for audio, video in read_pairs(corpus / "recon.txt", "reconstruction"):
         shutil.copy(corpus / "raw" / f"{video}.mp4", gen / f"{video}__{audio}.mp4")
     out = tmp_path / "eval"
-    assert main(_args(corpus, out, syncnet_dir, "--generated", str(gen))) == 0
+    assert main(_args(corpus, out, tiny_syncnet_dir, "--generated", str(gen))) == 0
     report = json.loads((out / "report.json").read_text())
     method, anchor = report["rows"]["Diff2Lip (generated)"], report["rows"]["ground truth"]
     assert method["psnr"] == "inf" and anchor["psnr"] == "inf"
@@ -76,18 +70,11 @@ def test_identical_videos_give_ideal_scores_and_table_matches_json(corpus, syncn
 
 
 @pytest.mark.slow
-def test_generates_resumably_with_a_tiny_model(corpus, syncnet_dir, tmp_path):
-    from diff2lip.models.config import load_model_config
-    from diff2lip.models.serialization import save_pretrained
-    from diff2lip.models.unet import Diff2LipUNet
-
-    torch.manual_seed(0)
-    model = Diff2LipUNet(load_model_config("tiny"))
-    doc = load_yaml(packaged_config_path("tiny"))
-    ckpt = save_pretrained(model, tmp_path / "tiny", diffusion=doc["diffusion"], sampling=doc["sampling"])
+def test_generates_resumably_with_a_tiny_model(corpus, tiny_syncnet_dir, tiny_model_dir, tmp_path):
+    ckpt = tiny_model_dir
     (corpus / "one.txt").write_text((corpus / "recon.txt").read_text().splitlines()[0] + "\n")
     out = tmp_path / "eval"
-    args = _args(corpus, out, syncnet_dir, "--steps", "2")
+    args = _args(corpus, out, tiny_syncnet_dir, "--steps", "2")
     args[1] = str(corpus / "one.txt")
     args.insert(2, str(ckpt))
     assert main(args) == 0
@@ -101,15 +88,37 @@ def test_generates_resumably_with_a_tiny_model(corpus, syncnet_dir, tmp_path):
     assert made[0].stat().st_mtime_ns == stamp
 
 
-def test_missing_fid_weights_and_bad_filelist_exit_2(corpus, syncnet_dir, tmp_path, capsys):
-    args = _args(corpus, tmp_path / "e", syncnet_dir, "--generated", str(tmp_path))
+def test_missing_fid_weights_and_bad_filelist_exit_2(corpus, tiny_syncnet_dir, tmp_path, capsys):
+    args = _args(corpus, tmp_path / "e", tiny_syncnet_dir, "--generated", str(tmp_path))
     args[args.index("--metrics") + 1] = "fid"
     args += ["--fid-weights", str(tmp_path / "none.pth")]
     assert main(args) == 2
     assert "pytorch-fid" in capsys.readouterr().err
     bad = tmp_path / "bad.txt"
     bad.write_text("a b\n")
-    args = _args(corpus, tmp_path / "e", syncnet_dir, "--generated", str(tmp_path))
+    args = _args(corpus, tmp_path / "e", tiny_syncnet_dir, "--generated", str(tmp_path))
     args[1] = str(bad)
     assert main(args) == 2
     assert "AUDIO_SRC == VIDEO_SRC" in capsys.readouterr().err
+
+
+def test_sync_crops_of_faceless_frames_use_the_nearest_face_box(tiny_syncnet_dir, monkeypatch):
+    from diff2lip.evaluation.runner import EvalSettings, _Evaluator
+
+    settings = EvalSettings(mode="cross", metrics=("sync",), syncnet_dir=str(tiny_syncnet_dir), device="cpu")
+    evaluator = _Evaluator(settings)
+    frames = np.zeros((6, 16, 16, 3), np.uint8)
+    boxes = np.array([[-1] * 4, [0, 0, 8, 8], [-1] * 4, [-1] * 4, [4, 4, 12, 12], [-1] * 4])
+    monkeypatch.setattr("diff2lip.video.io.read_all", lambda path: SimpleNamespace(frames=frames))
+    monkeypatch.setattr(evaluator, "_boxes", lambda video, track, n: boxes)
+    seen = []
+
+    def fake_sync(frames: np.ndarray, boxes: np.ndarray, audio: Path) -> dict[str, float]:
+        seen.append(boxes.copy())
+        return {"sync_c": 0.0, "sync_d": 0.0, "offset": 0}
+
+    monkeypatch.setattr(evaluator, "_sync", fake_sync)
+    evaluator.video(Path("gen.mp4"), Path("gt.mp4"), Path("a.wav"), Path("a.wav"), None)
+    assert len(seen) == 2  # generated and ground truth, the same boxes
+    for filled in seen:
+        assert filled[:, 0].tolist() == [0, 0, 0, 4, 4, 4]  # frames 0, 2 take frame 1's box; 3, 5 frame 4's

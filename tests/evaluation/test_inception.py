@@ -66,7 +66,7 @@ def test_strict_load_from_file_without_bn_counters(model, tmp_path):
     bad = dict(state)
     bad.pop("fc.bias")
     torch.save(bad, tmp_path / "bad.pth")
-    with pytest.raises(Diff2LipError, match="not the pytorch-fid"):
+    with pytest.raises(Diff2LipError, match=r"bad.pth: missing key 'fc.bias'.*not a pytorch-fid Inception"):
         load_fid_inception(tmp_path / "bad.pth")
 
 

@@ -19,7 +19,7 @@ from diff2lip.evaluation.sync import (
     offset_from_embeddings,
     shift_audio,
 )
-from diff2lip.models.syncnet import SyncNet, SyncNetConfig, save_syncnet
+from diff2lip.models.syncnet import SyncNetConfig
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -115,16 +115,17 @@ def test_video_crops_from_a_face_track_match_the_prepared_faces(synth_corpus):
     assert np.abs(faces.astype(float) - prepared).mean() < 6  # the same crops through H.264
 
 
-def test_cli_reports_json_with_a_random_expert(synth_corpus, tmp_path, capsys):
+def test_cli_reports_json_with_a_random_expert(synth_corpus, tiny_syncnet_dir, tmp_path, capsys):
     from diff2lip.cli import main
 
-    cfg = SyncNetConfig(
-        image_size=32, face_channels=(8, 8, 8), audio_channels=(8, 8), stem_stride=2, embed_dim=8
-    )
-    model_dir = save_syncnet(SyncNet(cfg, generator=torch.Generator().manual_seed(0)), tmp_path / "sn")
     clip = layout.read_filelist(synth_corpus, "test")[0]
     args = [str(synth_corpus / "raw" / f"{clip}.mp4"), str(synth_corpus / "raw" / f"{clip}.wav")]
-    args += ["--syncnet", str(model_dir), "--face-track", str(synth_corpus / "clips" / clip / "track.json")]
+    args += [
+        "--syncnet",
+        str(tiny_syncnet_dir),
+        "--face-track",
+        str(synth_corpus / "clips" / clip / "track.json"),
+    ]
     assert main(["sync-offset", *args, "--max-offset", "5", "--json", "--device", "cpu"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["offsets"] == list(range(-5, 6)) and len(doc["dists"]) == 11

@@ -149,3 +149,31 @@ def test_checkpoint_model_config_reads_the_architecture_without_the_weights(tiny
     assert checkpoint_model_config(official) == paper_config()
     with pytest.raises(Diff2LipError, match="checkpoint not found"):
         checkpoint_model_config(tmp_path / "missing")
+
+
+def test_third_party_state_dicts_are_read_safely_and_loaded_strictly(tmp_path):
+    from diff2lip.models.serialization import load_state_dict_strict, read_torch_state_dict
+
+    def net() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+
+    src, dst = net(), net()
+    old_export = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(old_export, tmp_path / "w.pth")
+    state = read_torch_state_dict(tmp_path / "w.pth", "test weights", "make them")
+    load_state_dict_strict(dst, state, tmp_path / "w.pth", what="test weights file")
+    assert torch.equal(dst[0].weight, src[0].weight) and torch.equal(dst[1].running_var, src[1].running_var)
+    with pytest.raises(Diff2LipError, match=r"unexpected key '1\.extra'"):
+        load_state_dict_strict(dst, {**old_export, "1.extra": torch.zeros(1)}, None, what="test weights file")
+
+    with pytest.raises(Diff2LipError, match="test weights not found; make them"):
+        read_torch_state_dict(tmp_path / "nope.pth", "test weights", "make them")
+    torch.save(torch.nn.ReLU(), tmp_path / "code.pth")  # a pickled module: code, not plain tensors
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    for name in ("code.pth", "junk.pth"):
+        with pytest.raises(Diff2LipError, match="cannot read test weights") as e:
+            read_torch_state_dict(tmp_path / name, "test weights", "make them")
+        assert "\n" not in str(e.value)
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(Diff2LipError, match=r"not a state_dict \(expected test weights\)"):
+        read_torch_state_dict(tmp_path / "list.pth", "test weights", "make them")

@@ -1,4 +1,4 @@
-"""Fixtures for the training tests: a tiny prepared data directory, a random SyncNet and LPIPS weights."""
+"""Fixtures for the training tests: a tiny prepared data directory and LPIPS weights (the SyncNet is shared)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 
 from diff2lip.data import layout
 from diff2lip.models.perceptual import LPIPS
-from diff2lip.models.syncnet import SyncNet, SyncNetConfig, save_syncnet
 
 SIZE = 32
 
@@ -47,15 +46,6 @@ def data_dir_factory():
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     return make_data_dir(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="session")
-def tiny_syncnet_dir(tmp_path_factory) -> Path:
-    cfg = SyncNetConfig(
-        image_size=SIZE, face_channels=(8, 16, 16), audio_channels=(8, 16, 16), res_blocks=0, embed_dim=16
-    )
-    model = SyncNet(cfg, generator=torch.Generator().manual_seed(0))
-    return save_syncnet(model, tmp_path_factory.mktemp("syncnet") / "syncnet")
 
 
 @pytest.fixture(scope="session")

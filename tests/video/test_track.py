@@ -9,7 +9,7 @@ import pytest
 
 from diff2lip.errors import Diff2LipError
 from diff2lip.video.face import FaceDetection
-from diff2lip.video.track import FaceTrack, smooth_boxes, track_faces
+from diff2lip.video.track import FaceTrack, fill_missing_boxes, smooth_boxes, track_faces
 
 
 def det(x1, y1, x2, y2, score=1.0) -> FaceDetection:
@@ -199,6 +199,18 @@ def test_int_boxes_rounding_and_clipping():
     ints = FaceTrack(boxes, (100, 120)).int_boxes()
     assert ints.dtype == np.int64
     assert ints.tolist() == [[10, 21, 31, 40], [-1, -1, -1, -1], [0, 0, 120, 100], [5, 5, 6, 6]]
+
+
+def test_fill_missing_boxes_uses_nearest_face_box():
+    boxes = np.array([[-1] * 4, [1, 1, 5, 5], [-1] * 4, [-1] * 4, [-1] * 4, [2, 2, 6, 6], [-1] * 4])
+    filled = fill_missing_boxes(boxes)
+    assert filled[:, 0].tolist() == [1, 1, 1, 1, 2, 2, 2]  # frame 3 ties: the earlier box
+    assert boxes[0, 0] == -1  # the input is not modified
+    track = FaceTrack(np.where(boxes < 0, np.nan, boxes), (10, 10))  # NaN rows work the same way
+    np.testing.assert_array_equal(fill_missing_boxes(track.boxes), filled)
+    np.testing.assert_array_equal(fill_missing_boxes(track.int_boxes(), track.has_face), filled)
+    none = np.full((3, 4), -1)
+    np.testing.assert_array_equal(fill_missing_boxes(none), none)  # no face anywhere: unchanged
 
 
 def test_from_box_and_compatibility():

@@ -53,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     if device == "auto" and world > 1 and "LOCAL_RANK" in os.environ:
         import torch
 
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+        from diff2lip.train.distributed import resolve_device
+
+        if torch.cuda.is_available():  # one GPU per torchrun process, picked as the trainers pick theirs
+            device = resolve_device("cuda", int(os.environ["LOCAL_RANK"]))
     todo = [r for r in rows if not r.output.is_file()]
     generate = None
     if todo:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diff2lip.audio.windows import MEL_FPS, WINDOW, sync_windows
+from diff2lip.audio.windows import complete_windows, frame_times, sync_windows
 from diff2lip.data import layout
 from diff2lip.errors import Diff2LipError
 
@@ -222,9 +222,9 @@ class SyncPairDataset(torch.utils.data.Dataset):
         """Number of 5-frame group starts of clip ``i`` whose frames exist and whose sync window is complete."""
         n_frames = self.store.num_frames(i) - self.nframes + 1
         n_mel = self.store.mel(i).shape[1]
-        # start f is valid while floor(80 f / 25) + 16 <= T
-        f = np.arange(max(n_frames, 0))
-        return int(np.count_nonzero(np.floor(MEL_FPS * f / self.store.fps + 1e-6) + WINDOW <= n_mel))
+        # start f is valid while its sync window (floor(80 f / 25), no lead) ends inside the mel
+        starts = frame_times(max(n_frames, 0), self.store.fps)
+        return int(np.count_nonzero(complete_windows(n_mel, starts, lead=0.0)))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -280,20 +280,6 @@ def voxceleb2_box(height: int, width: int) -> tuple[int, int, int, int]:
     return dx, 0, width - dx, height - int(height * 2.36 / 8)
 
 
-def _fill_missing(boxes: np.ndarray, has_face: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """Give every no-face row the box of the nearest frame with a face (the earlier one on a tie)."""
-    face_idx = np.flatnonzero(has_face)
-    missing = np.flatnonzero(~has_face)
-    out = boxes.copy()
-    if len(missing) and len(face_idx):
-        pos = np.searchsorted(face_idx, missing)  # first face frame after each missing frame
-        before = face_idx[np.clip(pos - 1, 0, len(face_idx) - 1)]
-        after = face_idx[np.clip(pos, 0, len(face_idx) - 1)]
-        use_after = np.abs(after - missing) < np.abs(missing - before)
-        out[missing] = boxes[np.where(use_after, after, before)]
-    return out, [int(i) for i in missing]
-
-
 # --------------------------------------------------------------------------------------------- one clip
 
 
@@ -351,7 +337,7 @@ def _face_boxes(
         boxes = np.tile(np.array(voxceleb2_box(height, width), dtype=np.int64), (n, 1))  # (N, 4)
         return n, boxes, {"filled_frames": []}
 
-    from diff2lip.video.track import track_faces
+    from diff2lip.video.track import fill_missing_boxes, track_faces
 
     detections: list[Any] = []
     for frames, counts in iter_resampled(src, cfg.fps, cfg.chunk_size):
@@ -368,7 +354,8 @@ def _face_boxes(
             f"{cfg.min_face_fraction:.0%}); {track.summary()}",
             src,
         )
-    boxes, filled = _fill_missing(track.int_boxes(), has_face)
+    boxes = fill_missing_boxes(track.int_boxes(), has_face)
+    filled = [int(i) for i in np.flatnonzero(~has_face)]
     return n, boxes, {"filled_frames": filled, "face_track": track.summary()}
 
 

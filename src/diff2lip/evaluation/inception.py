@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.models.serialization import load_state_dict_strict, read_torch_state_dict
 
 __all__ = [
     "FID_WEIGHTS_NAME",
@@ -250,21 +251,9 @@ def load_fid_inception(
 ) -> FIDInceptionV3:
     """Build :class:`FIDInceptionV3` and load pytorch-fid's weights (``strict=True``, ``weights_only``)."""
     weights = find_fid_weights(path)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError) as e:  # corrupt or not a torch file
-        raise Diff2LipError(
-            f"cannot read the FID Inception weights: {str(e).splitlines()[0]}", weights
-        ) from None
-    if not isinstance(state, dict):
-        raise Diff2LipError("not a state_dict (expected pytorch-fid's weights file)", weights)
+    state = read_torch_state_dict(weights, "the FID Inception weights", f"download {FID_WEIGHTS_URL}")
     model = FIDInceptionV3()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise Diff2LipError(
-            f"not the pytorch-fid Inception weights: {str(e).splitlines()[0]}", weights
-        ) from None
+    load_state_dict_strict(model, state, weights, what="pytorch-fid Inception weights file")
     return model.to(device).eval().requires_grad_(False)
 
 

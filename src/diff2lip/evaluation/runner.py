@@ -198,6 +198,7 @@ class _Evaluator:
     ) -> dict[str, Any]:
         from diff2lip.video.crop import crop_faces
         from diff2lip.video.io import read_all
+        from diff2lip.video.track import fill_missing_boxes
 
         gen_frames, gt_frames = read_all(gen).frames, read_all(gt).frames
         boxes = self._boxes(gt, track_path, len(gt_frames))
@@ -229,8 +230,7 @@ class _Evaluator:
                 row["lmd"] = M.finite_mean(lmd)
                 row["lmd_frames"] = int(np.count_nonzero(~np.isnan(lmd)))
         if "sync" in self.s.metrics:
-            ok = boxes[:, 0] >= 0
-            filled = np.where(ok[:, None], boxes, boxes[np.flatnonzero(ok)[0]])
+            filled = fill_missing_boxes(boxes)  # no-face frames: the nearest face's box
             g = self._sync(gen_frames[:n], filled[:n], audio)
             r = self._sync(gt_frames, filled, gt_audio)
             row.update(sync_c=g["sync_c"], sync_d=g["sync_d"], offset=g["offset"])

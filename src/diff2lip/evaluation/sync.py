@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from diff2lip.audio.windows import MEL_FPS, WINDOW, sync_windows
+from diff2lip.audio.windows import MEL_FPS, WINDOW, complete_windows, frame_times, sync_windows
 from diff2lip.data.dataset import lower_halves
 from diff2lip.errors import Diff2LipError
 
@@ -31,6 +31,7 @@ __all__ = [
     "OffsetResult",
     "audio_embeddings",
     "crop_video_faces",
+    "device_of",
     "estimate_offset",
     "offset_from_embeddings",
     "shift_audio",
@@ -103,7 +104,8 @@ class OffsetResult:
         }
 
 
-def _device_of(model: Any) -> torch.device:
+def device_of(model: Any) -> torch.device:
+    """The device of a module's parameters (the CPU for a parameter-less module or a stand-in object)."""
     if isinstance(model, torch.nn.Module):
         for p in model.parameters():
             return p.device
@@ -125,7 +127,7 @@ def video_embeddings(syncnet: _Expert, faces: np.ndarray, *, batch_size: int = 6
     n_groups = len(faces) - nf + 1
     if n_groups < 1:
         raise Diff2LipError(f"need at least {nf} frames, got {len(faces)}")
-    device = _device_of(syncnet)
+    device = device_of(syncnet)
     out = []
     for first in range(0, n_groups, batch_size):
         last = min(first + batch_size, n_groups)
@@ -140,8 +142,8 @@ def audio_group_count(num_mel_steps: int, fps: float = FPS) -> int:
     """Number of groups ``j`` whose sync window (start ``floor(80·j/fps)``, 16 frames) lies inside the mel."""
     if num_mel_steps < WINDOW:
         return 0
-    j = np.arange(int(np.ceil((num_mel_steps - WINDOW + 1) * fps / MEL_FPS)) + 2)
-    return int(np.count_nonzero(np.floor(MEL_FPS * j / fps + 1e-6) + WINDOW <= num_mel_steps))
+    candidates = int(np.ceil((num_mel_steps - WINDOW + 1) * fps / MEL_FPS)) + 2  # a few past the last
+    return int(np.count_nonzero(complete_windows(num_mel_steps, frame_times(candidates, fps), lead=0.0)))
 
 
 @torch.no_grad()
@@ -156,7 +158,7 @@ def audio_embeddings(
     if n < 1:
         raise Diff2LipError(f"audio too short: {mel.shape[1]} mel frames, need at least {WINDOW}")
     windows = sync_windows(mel, np.arange(n) / fps)[:, None]  # (Ga, 1, 80, 16)
-    device = _device_of(syncnet)
+    device = device_of(syncnet)
     out = []
     for first in range(0, n, batch_size):
         x = torch.from_numpy(windows[first : first + batch_size]).to(device)
@@ -245,21 +247,6 @@ def shift_audio(wav: np.ndarray, frames: int, *, fps: float = FPS, sample_rate: 
 # ------------------------------------------------------------------------------------------- files
 
 
-def _fill_missing(boxes: np.ndarray) -> np.ndarray:
-    """Give rows of ``-1`` (no face) the box of the nearest frame with one (the earlier on a tie)."""
-    has = boxes[:, 0] >= 0
-    face_idx = np.flatnonzero(has)
-    missing = np.flatnonzero(~has)
-    out = boxes.copy()
-    if len(missing) and len(face_idx):
-        pos = np.searchsorted(face_idx, missing)
-        before = face_idx[np.clip(pos - 1, 0, len(face_idx) - 1)]
-        after = face_idx[np.clip(pos, 0, len(face_idx) - 1)]
-        use_after = np.abs(after - missing) < np.abs(missing - before)
-        out[missing] = boxes[np.where(use_after, after, before)]
-    return out
-
-
 def _resample_indices(times: np.ndarray, fps: float, nominal_dt: float) -> np.ndarray:
     """Source frame shown at each output time ``k / fps`` (the last frame with ``t ≤ k / fps``)."""
     end = float(times[-1]) + nominal_dt
@@ -286,6 +273,7 @@ def crop_video_faces(
     from diff2lip.inference.runner import GenerateOptions, get_face_track
     from diff2lip.video.crop import crop_faces
     from diff2lip.video.io import VideoReader
+    from diff2lip.video.track import fill_missing_boxes
 
     path = Path(video)
     reader = VideoReader(path)
@@ -298,7 +286,7 @@ def crop_video_faces(
     has = track.has_face
     if not has.any():
         raise Diff2LipError("no face found in any frame", path)
-    boxes = _fill_missing(track.int_boxes())
+    boxes = fill_missing_boxes(track.int_boxes())
     crops, times = [], []
     k = 0
     for chunk in reader:

@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.evaluation.sync import device_of
+from diff2lip.models.serialization import load_state_dict_strict, read_torch_state_dict
 
 __all__ = [
     "SYNCNET_URL",
@@ -224,19 +226,9 @@ class _LipAudioNet(Protocol):
 def load_syncnet_python(path: str | Path, *, device: str | torch.device = "cpu") -> SyncNetS:
     """Load syncnet_python's ``syncnet_v2.model`` (a state dict; ``strict=True``, ``weights_only=True``)."""
     p = Path(os.path.expanduser(str(path)))
-    if not p.is_file():
-        raise Diff2LipError(f"syncnet_python weights not found; download {SYNCNET_URL}", p)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise Diff2LipError(f"cannot read the SyncNet weights: {str(e).splitlines()[0]}", p) from None
-    if not isinstance(state, dict):
-        raise Diff2LipError("not a state_dict (expected syncnet_python's syncnet_v2.model)", p)
+    state = read_torch_state_dict(p, "syncnet_python weights", f"download {SYNCNET_URL}")
     model = SyncNetS()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise Diff2LipError(f"not syncnet_python's S weights: {str(e).splitlines()[0]}", p) from None
+    load_state_dict_strict(model, state, p, what="syncnet_python S weights file")
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -281,19 +273,12 @@ def syncnet_crops(
 # ------------------------------------------------------------------------------------------- features
 
 
-def _device(model: Any) -> torch.device:
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def lip_features(
     model: _LipAudioNet, crops: np.ndarray, num_groups: int, *, batch_size: int = 20
 ) -> torch.Tensor:
     """Embeddings ``(num_groups, D)`` of 5-frame windows ``crops[v : v+5]`` (RGB uint8 → BGR float)."""
-    device = _device(model)
+    device = device_of(model)
     video = torch.from_numpy(np.ascontiguousarray(crops[..., ::-1])).float()  # (N, H, W, 3) BGR
     video = video.permute(3, 0, 1, 2)  # (3, N, H, W)
     out = []
@@ -308,7 +293,7 @@ def audio_features(
     model: _LipAudioNet, cepstra: np.ndarray, num_groups: int, *, batch_size: int = 20
 ) -> torch.Tensor:
     """Embeddings ``(num_groups, D)`` of MFCC windows ``(1, 13, 20)`` starting at frame ``4v``."""
-    device = _device(model)
+    device = device_of(model)
     cc = torch.from_numpy(np.asarray(cepstra, np.float64).T.copy()).float()  # (13, T)
     out = []
     for first in range(0, num_groups, batch_size):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.models.serialization import load_state_dict_strict, read_torch_state_dict
 
 __all__ = [
     "BACKBONE_FILES",
@@ -191,7 +192,7 @@ class LPIPS(nn.Module):
         other = [k for k in state if not k.startswith(("features.", "classifier."))]
         if other:
             raise Diff2LipError(f"unexpected key '{other[0]}': not torchvision {self.net} weights", path)
-        _load_strict(self.features, feats, path, prefix="features.")
+        load_state_dict_strict(self.features, feats, path, what="LPIPS weights file", prefix="features.")
 
     def load_heads_state(self, state: Mapping[str, Any], path: str | Path | None = None) -> None:
         """Load the LPIPS v0.1 heads (keys ``lin{l}.model.1.weight``) strictly."""
@@ -200,15 +201,7 @@ class LPIPS(nn.Module):
         if extra:
             raise Diff2LipError(f"unexpected key '{extra[0]}': not an LPIPS heads file", path)
         target = nn.ModuleDict({f"lin{i}": h for i, h in enumerate(self.heads)})
-        _load_strict(target, heads, path, prefix="")
-
-
-def _load_strict(module: nn.Module, state: Mapping[str, Any], path: str | Path | None, prefix: str) -> None:
-    from diff2lip.models.serialization import check_state_dict
-
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    check_state_dict(state, expected, path, what="LPIPS weights file", prefix=prefix)
-    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        load_state_dict_strict(target, heads, path, what="LPIPS weights file")
 
 
 def default_backbone_path(net: str) -> Path:
@@ -222,18 +215,6 @@ def default_heads_path(net: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / f"{net}.pth"
-
-
-def _torch_load(path: Path, what: str, hint: str) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise Diff2LipError(f"{what} not found; {hint}", path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise Diff2LipError(f"cannot read {what}: {str(e).splitlines()[0]}", path) from None
-    if not isinstance(obj, Mapping):
-        raise Diff2LipError(f"{what} is not a state_dict", path)
-    return obj
 
 
 def build_lpips(
@@ -255,7 +236,7 @@ def build_lpips(
     model = LPIPS(net)
     bb = Path(backbone_path) if backbone_path is not None else default_backbone_path(net)
     model.load_backbone_state(
-        _torch_load(
+        read_torch_state_dict(
             bb,
             f"torchvision {net} weights",
             f"download {BACKBONE_URLS[net]} to this path or set losses.lpips.backbone_path",
@@ -269,7 +250,7 @@ def build_lpips(
             f"{HEADS_URL}/{net}.pth (it also ships inside the 'lpips' pip package)"
         )
     model.load_heads_state(
-        _torch_load(
+        read_torch_state_dict(
             hp, f"LPIPS heads {net}.pth", f"get it from {HEADS_URL}/{net}.pth (or pip install lpips)"
         ),
         hp,

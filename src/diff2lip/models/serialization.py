@@ -43,6 +43,11 @@ WEIGHTS_NAME = "model.safetensors"
 #: file name of the authors' released checkpoint (named in their README; we never download it).
 OFFICIAL_CHECKPOINT_NAME = "e7.24.1.3_model260000_paper.pt"
 
+#: what ``torch.load`` raises for a file that is not a readable plain-tensor checkpoint.
+_TORCH_LOAD_ERRORS = (
+    pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile
+)  # fmt: skip
+
 _DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -121,16 +126,64 @@ def check_state_dict(
         )
 
 
-def _save_state_dict(
+def read_torch_state_dict(path: str | Path, what: str, hint: str) -> Mapping[str, Any]:
+    """A plain ``state_dict`` saved by ``torch.save`` (third-party weights), read safely on the CPU.
+
+    ``torch.load(weights_only=True)``: a pickle that would run code is refused. ``what`` names the file in
+    the one-line errors (``"torchvision alex weights"``); ``hint`` says where to get it when it is missing.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise Diff2LipError(f"{what} not found; {hint}", p)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except _TORCH_LOAD_ERRORS as e:
+        raise Diff2LipError(f"cannot read {what}: {_torch_load_reason(e)}", p) from None
+    if not isinstance(obj, Mapping):
+        raise Diff2LipError(f"not a state_dict (expected {what})", p)
+    return obj
+
+
+def load_state_dict_strict(
+    module: torch.nn.Module,
+    state: Mapping[str, Any],
+    path: str | Path | None,
+    *,
+    what: str,
+    prefix: str = "",
+) -> None:
+    """Check ``state`` with :func:`check_state_dict` against ``module``, then load it with ``strict=True``.
+
+    BatchNorm's integer ``num_batches_tracked`` counters may be absent (files exported before PyTorch 0.4.1,
+    such as pytorch-fid's and syncnet_python's, have none; loading then keeps the module's own).
+    """
+    own = module.state_dict()
+    counters = {k for k in own if k.endswith("num_batches_tracked")}
+    expected = {k: tuple(v.shape) for k, v in own.items() if k not in counters}
+    check_state_dict(
+        {k: v for k, v in state.items() if k not in counters}, expected, path, what=what, prefix=prefix
+    )
+    module.load_state_dict(dict(state), strict=True)
+
+
+def save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
-    cfg: UNetConfig,
+    cfg: Any,
     directory: str | Path,
     *,
-    diffusion: Mapping[str, Any] | None,
-    sampling: Mapping[str, Any] | None,
-    extra: Mapping[str, Any] | None,
-    dtype: str | torch.dtype | None,
+    fmt: str = FORMAT,
+    version: int = FORMAT_VERSION,
+    diffusion: Mapping[str, Any] | None = None,
+    sampling: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> Path:
+    """Write ``config.json`` (``{"format": fmt, "format_version": version, "model": cfg, ...}``) and
+    ``model.safetensors`` into ``directory``, each atomically; the format of every saved model here.
+
+    ``cfg`` is the model's config dataclass; the optional sections are added when given. ``dtype`` casts
+    the floating-point tensors (stored as they are by default).
+    """
     from safetensors.torch import save_file
 
     target = parse_dtype(dtype)
@@ -142,7 +195,7 @@ def _save_state_dict(
         if target is not None and v.is_floating_point():
             v = v.to(target)
         tensors[k] = v.to("cpu").contiguous()
-    doc: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(cfg)}
+    doc: dict[str, Any] = {"format": fmt, "format_version": version, "model": to_dict(cfg)}
     if diffusion is not None:
         doc["diffusion"] = dict(diffusion)
     if sampling is not None:
@@ -171,7 +224,7 @@ def save_pretrained(
     stored floating-point weights; by default they are stored as they are. Each file is written
     through a temporary file and renamed, so a crash never leaves a half-written file.
     """
-    return _save_state_dict(
+    return save_state_dict(
         model.state_dict(),
         model.config,
         directory,
@@ -339,7 +392,7 @@ def convert_official(
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
-        _save_state_dict(
+        save_state_dict(
             state,
             paper_config(),
             staging,

@@ -26,7 +26,6 @@ Saved like every model here (DESIGN.md §8.2): a directory with ``config.json``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diff2lip.config import from_dict, to_dict
+from diff2lip.config import from_dict
 from diff2lip.errors import Diff2LipError
-from diff2lip.fileio import write_atomic
 
 __all__ = [
     "CONFIG_NAME",
@@ -339,7 +337,7 @@ def save_syncnet(
     ``model`` is a :class:`SyncNet` or a ``state_dict`` (then ``config`` is required). ``extra`` is
     free-form provenance (training step, validation accuracy, ...).
     """
-    from safetensors.torch import save_file
+    from diff2lip.models.serialization import save_state_dict
 
     if isinstance(model, SyncNet):
         config = config or model.config
@@ -348,16 +346,9 @@ def save_syncnet(
         state = dict(model)
         if config is None:
             raise ValueError("save_syncnet(state_dict, ...) needs config=")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-    doc: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(config)}
-    if extra is not None:
-        doc["extra"] = dict(extra)
-    text = json.dumps(doc, indent=2) + "\n"
-    write_atomic(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    write_atomic(out / CONFIG_NAME, lambda p: Path(p).write_text(text))
-    return out
+    return save_state_dict(
+        state, config, directory, fmt=FORMAT, version=FORMAT_VERSION, extra=extra, dtype=torch.float32
+    )
 
 
 def read_syncnet_config(directory: str | Path) -> tuple[SyncNetConfig, dict[str, Any]]:

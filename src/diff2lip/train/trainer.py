@@ -42,15 +42,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from diff2lip import __version__
-from diff2lip.config import to_dict
+from diff2lip.config import save_yaml, to_dict
 from diff2lip.data.train_dataset import Diff2LipTrainDataset, EpochBatchSampler
 from diff2lip.diffusion import GaussianDiffusion
 from diff2lip.errors import Diff2LipError
-from diff2lip.fileio import write_text_atomic
 from diff2lip.losses import TERMS, Diff2LipLoss, build_loss_networks, lower_half_mask
 from diff2lip.models.discriminator import SequencePatchDiscriminator
 from diff2lip.models.unet import Diff2LipUNet
@@ -525,7 +523,7 @@ class Trainer:
         show = (r.progress if progress is None else progress) and self.is_main
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / CONFIG_FILE, yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+            save_yaml(self.cfg, self.run_dir / CONFIG_FILE)
         history: list[StepResult] = []
         last: StepResult | None = None
         from tqdm.auto import tqdm

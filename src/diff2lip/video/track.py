@@ -195,6 +195,26 @@ class FaceTrack:
         return track
 
 
+def fill_missing_boxes(boxes: np.ndarray, has_face: np.ndarray | None = None) -> np.ndarray:
+    """Give every no-face row the box of the nearest frame with a face (the earlier one on a tie).
+
+    ``boxes`` is ``(N, 4)``, e.g. :meth:`FaceTrack.int_boxes` (no-face rows ``-1``) or
+    :attr:`FaceTrack.boxes` (NaN rows); ``has_face`` defaults to ``boxes[:, 0] >= 0``, which is False on
+    both kinds of row. Returns a copy; without any face frame it is unchanged.
+    """
+    has = boxes[:, 0] >= 0 if has_face is None else np.asarray(has_face, dtype=bool)
+    face_idx = np.flatnonzero(has)
+    missing = np.flatnonzero(~has)
+    out = boxes.copy()
+    if len(missing) and len(face_idx):
+        pos = np.searchsorted(face_idx, missing)  # first face frame after each missing frame
+        before = face_idx[np.clip(pos - 1, 0, len(face_idx) - 1)]
+        after = face_idx[np.clip(pos, 0, len(face_idx) - 1)]
+        use_after = np.abs(after - missing) < np.abs(missing - before)
+        out[missing] = boxes[np.where(use_after, after, before)]
+    return out
+
+
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Inclusive ``(first, last)`` index runs where ``flags`` is True."""
     padded = np.concatenate([[False], np.asarray(flags, dtype=bool), [False]])
