@@ -8,7 +8,8 @@ sample), one diffusion step ``t`` per sample shared by its 5 frames, and the low
 * ``L_simple`` (``simple``): ε-MSE over the masked region; ``L_vb`` (``vb``): the masked VB term that
   trains the learned-range variance with the ε half detached (improved DDPM's hybrid objective);
   both from :meth:`~diff2lip.diffusion.GaussianDiffusion.training_losses`.
-* ``L2`` (``l2``): MSE between x̂0 = (x_t − √(1−ᾱ_t)·ε_θ)/√ᾱ_t and x0 over the masked region.
+* ``L2`` (``l2``): MSE between x̂0 = (x_t − √(1−ᾱ_t)·ε_θ)/√ᾱ_t and x0 over the masked region
+  (optionally unclamped with a capped SNR weight, ``l2_snr_cap``; see :class:`~diff2lip.train.config.LossConfig`).
 * ``L_sync`` (``sync``): the frozen SyncNet expert scores the 5 predicted lower halves against the sync
   mel window of the sample; BCE(cos, 1) (Wav2Lip's expert loss).
 * ``L_lpips`` (``lpips``): LPIPS between x̂0 and x0 on the lower half (or on full frames with the
@@ -184,12 +185,17 @@ class Diff2LipLoss:
         m = mask.expand(bf, 1, s, s)
         out = self.diffusion.training_losses(model_output, x0, x_t, t, noise, mask=m)
         terms: dict[str, torch.Tensor] = {"simple": out["mse"].mean(), "vb": out["vb"].mean()}
-        x0_pred = out["x0_pred"].to(x0.dtype)
-        if self.cfg.clamp_x0:
-            x0_pred = x0_pred.clamp(-1.0, 1.0)
+        x0_raw = out["x0_pred"].to(x0.dtype)
+        x0_pred = x0_raw.clamp(-1.0, 1.0) if self.cfg.clamp_x0 else x0_raw
         fake = (x0_pred * mask + x0 * (1.0 - mask)).view(b, f, 3, s, s)  # (B, F, 3, S, S)
         if w["l2"] > 0:
-            terms["l2"] = masked_mean_flat((x0_pred - x0) ** 2, m).mean()
+            cap = self.cfg.l2_snr_cap
+            if cap > 0:
+                abar = self.diffusion.extract("alphas_cumprod", t, x0)  # (B·F, 1, 1, 1)
+                weight = (cap * abar / (1.0 - abar)).clamp(max=1.0).flatten()  # min(1, cap·SNR_t)
+                terms["l2"] = (weight * masked_mean_flat((x0_raw - x0) ** 2, m)).mean()
+            else:
+                terms["l2"] = masked_mean_flat((x0_pred - x0) ** 2, m).mean()
         if w["sync"] > 0:
             from diff2lip.models.syncnet import sync_loss
 

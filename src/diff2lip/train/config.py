@@ -99,6 +99,13 @@ class LossConfig:
     ``clamp_x0`` clamps x̂0 to [-1, 1] before the image-space terms (L2, sync, LPIPS, GAN): at large t,
     x̂0 = (x_t − √(1−ᾱ_t)·ε_θ)/√ᾱ_t amplifies ε errors by up to √(1/ᾱ_t − 1) ≈ 156, which would otherwise
     dominate those terms. The generator's GAN term starts at ``gan_start_step`` (the critic trains from 0).
+
+    ``l2_snr_cap`` > 0 replaces the clamped L2 by the unclamped x̂0 error weighted per sample by
+    ``min(1, l2_snr_cap·SNR_t)`` (SNR_t = ᾱ_t/(1−ᾱ_t)): an ε-MSE weight of ``min(1/SNR_t, l2_snr_cap)``.
+    Clamping zeroes L2's gradient wherever x̂0 leaves [-1, 1] (most of the lower half at t ≥ 500 early in
+    training, so the model can escape the term by saturating x̂0), which starves the only strong
+    audio→mouth signal at the large t where the mouth is hidden in x_t; the cap keeps that signal with a
+    bounded weight. 0 (default) is the paper's L2 (on the clamped x̂0 when ``clamp_x0``).
     """
 
     lambda_simple: float = 1.0
@@ -110,6 +117,7 @@ class LossConfig:
     gan_loss: str = "non_saturating"
     gan_start_step: int = 0
     clamp_x0: bool = True
+    l2_snr_cap: float = 0.0
     #: directory of the frozen SyncNet expert (``diff2lip train-syncnet`` output); needed if λ_sync > 0.
     syncnet_dir: str | None = None
     lpips: LPIPSConfig = field(default_factory=LPIPSConfig)
