@@ -189,13 +189,7 @@ class Diff2LipLoss:
         x0_pred = x0_raw.clamp(-1.0, 1.0) if self.cfg.clamp_x0 else x0_raw
         fake = (x0_pred * mask + x0 * (1.0 - mask)).view(b, f, 3, s, s)  # (B, F, 3, S, S)
         if w["l2"] > 0:
-            cap = self.cfg.l2_snr_cap
-            if cap > 0:
-                abar = self.diffusion.extract("alphas_cumprod", t, x0)  # (B·F, 1, 1, 1)
-                weight = (cap * abar / (1.0 - abar)).clamp(max=1.0).flatten()  # min(1, cap·SNR_t)
-                terms["l2"] = (weight * masked_mean_flat((x0_raw - x0) ** 2, m)).mean()
-            else:
-                terms["l2"] = masked_mean_flat((x0_pred - x0) ** 2, m).mean()
+            terms["l2"] = self._l2(x0_raw, x0_pred, x0, t, m)
         if w["sync"] > 0:
             from diff2lip.models.syncnet import sync_loss
 
@@ -221,6 +215,29 @@ class Diff2LipLoss:
             terms={k: v.detach() for k, v in terms.items()},
             fake=fake,
         )
+
+    def _l2(
+        self,
+        x0_raw: torch.Tensor,
+        x0_clamped: torch.Tensor,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        m: torch.Tensor,
+    ) -> torch.Tensor:
+        """L2 on x̂0 over the mask ``m`` (B·F, 1, S, S), with the optional SNR cap and motion weighting."""
+        cfg = self.cfg
+        err = (x0_clamped - x0) ** 2 if cfg.l2_snr_cap <= 0 else (x0_raw - x0) ** 2  # (B·F, 3, S, S)
+        if cfg.l2_motion_weight > 0:
+            bf, _, s, _ = x0.shape
+            frames = x0.view(bf // self.nframes, self.nframes, 3, s, s)
+            motion = frames.std(dim=1).mean(dim=1, keepdim=True)  # (B, 1, S, S) per-pixel motion
+            motion = motion / masked_mean_flat(motion, m[:: self.nframes]).clamp(min=1e-6).view(-1, 1, 1, 1)
+            err = err * (1.0 + cfg.l2_motion_weight * motion.repeat_interleave(self.nframes, dim=0))
+        per_frame = masked_mean_flat(err, m)  # (B·F,)
+        if cfg.l2_snr_cap > 0:
+            abar = self.diffusion.extract("alphas_cumprod", t, x0).flatten()  # (B·F,)
+            per_frame = per_frame * (cfg.l2_snr_cap * abar / (1.0 - abar)).clamp(max=1.0)  # min(1, cap·SNR)
+        return per_frame.mean()
 
     def discriminator_step_loss(
         self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor

@@ -197,3 +197,41 @@ def test_l2_snr_cap_weights_the_unclamped_x0_error(setup):
     ):
         (grad,) = torch.autograd.grad(run(setup, losses_cfg, model_output=saturated)[1].total, saturated)
         assert bool(grad.abs().sum() > 0) == has_grad
+
+
+def test_l2_motion_weight_counts_moving_pixels_more(setup):
+    cfg, *_, diffusion, x = setup
+    h = S // 2
+    x0 = torch.zeros(5, 3, S, S)
+    x0[:, :, h + 4 : h + 8, 10:20] = torch.linspace(-0.5, 0.5, 5).view(5, 1, 1, 1)  # a "mouth" that moves
+    t = torch.full((5,), 10)
+    noise = torch.zeros_like(x0)
+    x_t = diffusion.q_sample(x0, t, noise)
+    only_l2 = {
+        "lambda_simple": 0.0,
+        "lambda_vb": 0.0,
+        "lambda_sync": 0.0,
+        "lambda_lpips": 0.0,
+        "lambda_gan": 0.0,
+    }
+    base = dataclasses.replace(cfg.losses, **only_l2)
+    weighted = dataclasses.replace(base, l2_motion_weight=3.0)
+    sqrt_1m = diffusion.extract("sqrt_one_minus_alphas_cumprod", t, x0)
+    sqrt_a = diffusion.extract("sqrt_alphas_cumprod", t, x0)
+
+    def l2(losses_cfg, where):
+        x0_err = torch.zeros_like(x0)
+        x0_err[:, :, where[0], where[1]] = 0.1  # the same x̂0 error, on moving or on static pixels
+        eps = noise - x0_err * sqrt_a / sqrt_1m  # so that x̂0 = x0 + x0_err
+        out = torch.cat([eps, torch.zeros_like(eps)], dim=1)
+        fn = Diff2LipLoss(losses_cfg, diffusion)
+        return fn(out, x0=x0, x_t=x_t, t=t, noise=noise, mask=x["mask"]).terms["l2"]
+
+    moving, static = (slice(h + 4, h + 8), slice(10, 20)), (slice(h + 10, h + 14), slice(10, 20))
+    torch.testing.assert_close(l2(base, moving), l2(base, static))  # unweighted: equal
+    assert l2(weighted, static) == pytest.approx(float(l2(base, static)), rel=1e-4)  # static pixels: weight 1
+    motion_mean = 40 / (
+        h * S
+    )  # the moving pixels' share of the lower half; their normalised motion is 1/that
+    expected = float(l2(base, moving)) * (1 + 3.0 / motion_mean)
+    assert l2(weighted, moving) == pytest.approx(expected, rel=1e-3)

@@ -106,6 +106,12 @@ class LossConfig:
     training, so the model can escape the term by saturating x̂0), which starves the only strong
     audio→mouth signal at the large t where the mouth is hidden in x_t; the cap keeps that signal with a
     bounded weight. 0 (default) is the paper's L2 (on the clamped x̂0 when ``clamp_x0``).
+
+    ``l2_motion_weight`` > 0 weights each masked pixel of L2 by ``1 + l2_motion_weight·m``, with ``m`` the
+    pixel's standard deviation over the sample's ground-truth frames divided by its mean over the masked
+    region: the pixels that move within the 5 frames (the speech-driven mouth and jaw) count more than the
+    static lower face, whose errors otherwise dominate the gradient that reaches the audio path. 0 (default)
+    is the paper's unweighted L2.
     """
 
     lambda_simple: float = 1.0
@@ -118,6 +124,7 @@ class LossConfig:
     gan_start_step: int = 0
     clamp_x0: bool = True
     l2_snr_cap: float = 0.0
+    l2_motion_weight: float = 0.0
     #: directory of the frozen SyncNet expert (``diff2lip train-syncnet`` output); needed if λ_sync > 0.
     syncnet_dir: str | None = None
     lpips: LPIPSConfig = field(default_factory=LPIPSConfig)
