@@ -21,6 +21,8 @@ from diff2lip.models.unet import Diff2LipUNet
 from diff2lip.train.config import load_train_config
 
 S = 32
+#: every λ but L2's off
+ONLY_L2 = {"lambda_simple": 0.0, "lambda_vb": 0.0, "lambda_sync": 0.0, "lambda_lpips": 0.0, "lambda_gan": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -184,16 +186,9 @@ def test_l2_snr_cap_weights_the_unclamped_x0_error(setup):
     saturated = out.detach().clone()
     saturated[:, :3] = x["x_t"] / diffusion.extract("sqrt_one_minus_alphas_cumprod", x["t"], x["x_t"]) - 50.0
     saturated.requires_grad_(True)
-    only_l2 = {
-        "lambda_simple": 0.0,
-        "lambda_vb": 0.0,
-        "lambda_sync": 0.0,
-        "lambda_lpips": 0.0,
-        "lambda_gan": 0.0,
-    }
     for losses_cfg, has_grad in (
-        (dataclasses.replace(cfg.losses, **only_l2), False),
-        (dataclasses.replace(capped, **only_l2), True),
+        (dataclasses.replace(cfg.losses, **ONLY_L2), False),
+        (dataclasses.replace(capped, **ONLY_L2), True),
     ):
         (grad,) = torch.autograd.grad(run(setup, losses_cfg, model_output=saturated)[1].total, saturated)
         assert bool(grad.abs().sum() > 0) == has_grad
@@ -207,14 +202,7 @@ def test_l2_motion_weight_counts_moving_pixels_more(setup):
     t = torch.full((5,), 10)
     noise = torch.zeros_like(x0)
     x_t = diffusion.q_sample(x0, t, noise)
-    only_l2 = {
-        "lambda_simple": 0.0,
-        "lambda_vb": 0.0,
-        "lambda_sync": 0.0,
-        "lambda_lpips": 0.0,
-        "lambda_gan": 0.0,
-    }
-    base = dataclasses.replace(cfg.losses, **only_l2)
+    base = dataclasses.replace(cfg.losses, **ONLY_L2)
     weighted = dataclasses.replace(base, l2_motion_weight=3.0)
     sqrt_1m = diffusion.extract("sqrt_one_minus_alphas_cumprod", t, x0)
     sqrt_a = diffusion.extract("sqrt_alphas_cumprod", t, x0)
