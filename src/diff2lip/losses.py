@@ -229,10 +229,11 @@ class Diff2LipLoss:
         err = (x0_clamped - x0) ** 2 if cfg.l2_snr_cap <= 0 else (x0_raw - x0) ** 2  # (B·F, 3, S, S)
         if cfg.l2_motion_weight > 0:
             bf, _, s, _ = x0.shape
-            frames = x0.view(bf // self.nframes, self.nframes, 3, s, s)
-            motion = frames.std(dim=1).mean(dim=1, keepdim=True)  # (B, 1, S, S) per-pixel motion
-            motion = motion / masked_mean_flat(motion, m[:: self.nframes]).clamp(min=1e-6).view(-1, 1, 1, 1)
-            err = err * (1.0 + cfg.l2_motion_weight * motion.repeat_interleave(self.nframes, dim=0))
+            f = self.nframes
+            motion = x0.view(bf // f, f, 3, s, s).std(dim=1).mean(dim=1, keepdim=True)  # (B, 1, S, S)
+            motion = motion / masked_mean_flat(motion, m[::f]).clamp(min=1e-6).view(-1, 1, 1, 1)
+            weight = 1.0 + cfg.l2_motion_weight * motion[:, None]  # (B, 1, 1, S, S), shared by the F frames
+            err = (err.view(bf // f, f, 3, s, s) * weight).view(bf, 3, s, s)
         per_frame = masked_mean_flat(err, m)  # (B·F,)
         if cfg.l2_snr_cap > 0:
             abar = self.diffusion.extract("alphas_cumprod", t, x0).flatten()  # (B·F,)
