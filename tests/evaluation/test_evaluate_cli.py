@@ -71,17 +71,16 @@ def test_identical_videos_give_ideal_scores_and_table_matches_json(
 
 @pytest.mark.slow
 def test_generates_resumably_with_a_tiny_model(corpus, tiny_syncnet_dir, tiny_model_dir, tmp_path):
-    ckpt = tiny_model_dir
     (corpus / "one.txt").write_text((corpus / "recon.txt").read_text().splitlines()[0] + "\n")
     out = tmp_path / "eval"
     args = _args(corpus, out, tiny_syncnet_dir, "--steps", "2")
     args[1] = str(corpus / "one.txt")
-    args.insert(2, str(ckpt))
+    args.insert(2, str(tiny_model_dir))
     assert main(args) == 0
     made = list((out / "generated").glob("*.mp4"))
     assert len(made) == 1
     report = json.loads((out / "report.json").read_text())
-    row = report["rows"][f"Diff2Lip ({Path(ckpt).name})"]
+    row = report["rows"][f"Diff2Lip ({tiny_model_dir.name})"]
     assert isinstance(row["psnr"], float) and 5 < row["psnr"] < 60 and 0 < row["ssim"] < 1
     stamp = made[0].stat().st_mtime_ns
     assert main(args) == 0  # resumed: the finished video is reused
