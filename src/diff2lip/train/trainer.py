@@ -63,6 +63,8 @@ CHECKPOINTS = "checkpoints"
 MODEL_DIR = "model"
 EXPORTS = "exports"
 TB_DIR = "tb"
+#: parameter-name prefix of the audio path (``audio_encoder.*``, ``audio_encoder_to_style.*``)
+AUDIO_PREFIX = "audio_encoder"
 
 
 def image_grid(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -168,8 +170,17 @@ class Trainer:
 
         # optimizers
         o = cfg.optim
+        audio = [p for n, p in self.unet.named_parameters() if n.startswith(AUDIO_PREFIX)]
+        rest = [p for n, p in self.unet.named_parameters() if not n.startswith(AUDIO_PREFIX)]
         self.opt = torch.optim.AdamW(
-            self.unet.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+            [
+                {"params": rest, "lr": o.lr, "lr_mult": 1.0},
+                {"params": audio, "lr": o.lr * o.audio_lr_mult, "lr_mult": o.audio_lr_mult},
+            ],
+            lr=o.lr,
+            betas=o.betas,
+            eps=o.eps,
+            weight_decay=o.weight_decay,
         )
         self.disc_opt = None
         if self.disc is not None:
@@ -296,7 +307,7 @@ class Trainer:
         accum = cfg.optim.grad_accum
         lr = self.lr_at(self.step)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
         sums: dict[str, float] = {}
         total_sum, disc_sum = 0.0, 0.0
         use_gan = self.disc is not None
