@@ -11,7 +11,7 @@ from diff2lip.config import load_yaml, packaged_config_path
 from diff2lip.errors import Diff2LipError
 from diff2lip.models.syncnet import load_syncnet
 from diff2lip.train.checkpoint import latest_checkpoint, load_checkpoint
-from diff2lip.train.syncnet_trainer import SyncNetTrainConfig, config_from_dict, train_syncnet, update_ema
+from diff2lip.train.syncnet_trainer import SyncNetTrainConfig, config_from_dict, train_syncnet
 
 
 def ema_config(data: Path, out: Path, **overrides) -> SyncNetTrainConfig:
@@ -20,14 +20,6 @@ def ema_config(data: Path, out: Path, **overrides) -> SyncNetTrainConfig:
         {"data_dir": str(data), "out_dir": str(out), "tensorboard": False, "ema_decay": 0.9, **overrides}
     )
     return config_from_dict(doc)
-
-
-def test_update_ema_is_the_weighted_average():
-    model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    before = [p.detach().clone() for p in ema.parameters()]
-    update_ema(ema, model, 0.75)
-    for p_ema, p_old, p in zip(ema.parameters(), before, model.parameters(), strict=True):
-        torch.testing.assert_close(p_ema, 0.75 * p_old + 0.25 * p.detach())
 
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0])

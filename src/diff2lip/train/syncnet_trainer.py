@@ -24,7 +24,6 @@ rank 0 alone logs and writes files. The effective batch is ``W·batch_size``.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -47,6 +46,7 @@ from diff2lip.train.distributed import (
     cleanup_distributed,
     init_distributed,
 )
+from diff2lip.train.ema import EMA
 
 __all__ = ["StepBatchSampler", "SyncNetTrainConfig", "TrainResult", "evaluate", "train_syncnet"]
 
@@ -206,15 +206,6 @@ def evaluate(
     return {"loss": float(totals[0]) / n, "acc": float(totals[1]) / n}
 
 
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """``ema ← decay · ema + (1 − decay) · model`` for every parameter; buffers are copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
-
-
 def _check_resume_compatible(saved: dict[str, Any], cfg: SyncNetTrainConfig, path: Path) -> None:
     saved_model = saved.get("model")
     if saved_model != to_dict(cfg.model):
@@ -300,7 +291,7 @@ def _train(
     generator = torch.Generator().manual_seed(cfg.seed)
     model = SyncNet(cfg.model, generator=generator).to(info.device)
     # the averaged weights (DESIGN §8: explicit state, checkpointed with the rest); None when off
-    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
+    ema = EMA(model, cfg.ema_decay, warmup=True) if cfg.ema_decay > 0 else None
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
     )
@@ -316,11 +307,12 @@ def _train(
             ckpt = load_checkpoint(path)
             _check_resume_compatible(ckpt.config, cfg, path)
             model.load_state_dict(ckpt.weights["model"], strict=True)
-            if ema is not None:
-                ema.load_state_dict(ckpt.weights.get("ema", ckpt.weights["model"]), strict=True)
             optimizer.load_state_dict(ckpt.optimizers["adam"])
             generator.set_state(ckpt.rng["init_generator"])
             step = ckpt.step
+            if ema is not None:
+                ema.model.load_state_dict(ckpt.weights.get("ema", ckpt.weights["model"]), strict=True)
+                ema.num_updates = step  # one update per step: the warm-up continues where it was
             best = dict(ckpt.extra.get("best", best))
             if info.is_main:
                 log(f"train-syncnet: resumed from {path} at step {step}")
@@ -353,7 +345,7 @@ def _train(
                 config=to_dict(cfg),
                 weights={
                     "model": model.state_dict(),
-                    **({"ema": ema.state_dict()} if ema is not None else {}),
+                    **({"ema": ema.model.state_dict()} if ema is not None else {}),
                 },
                 optimizers={"adam": optimizer.state_dict()},
                 rng={"init_generator": generator.get_state()},
@@ -364,7 +356,7 @@ def _train(
 
     def run_eval(at_step: int) -> None:
         assert val_loader is not None
-        scored = ema if ema is not None else model
+        scored = ema.model if ema is not None else model
         metrics = evaluate(scored, val_loader, info.device, info)
         row = {"step": at_step, "val_loss": metrics["loss"], "val_acc": metrics["acc"]}
         history.append(row)
@@ -410,7 +402,7 @@ def _train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         if ema is not None:
-            update_ema(ema, model, min(cfg.ema_decay, (1.0 + step) / (10.0 + step)))
+            ema.update(model)
         step += 1
         with torch.no_grad():
             correct = ((SyncNet.score(audio_emb, face_emb) >= 0.5).float() == label).sum()
@@ -448,7 +440,7 @@ def _train(
                 "selected": "best",
             }
         else:
-            exported = ema if ema is not None else model
+            exported = ema.model if ema is not None else model
             extra = {"step": step, "selected": "last"}
         save_syncnet(exported, model_dir, extra={**extra, "data_dir": str(cfg.data_dir)})
         if writer is not None:
