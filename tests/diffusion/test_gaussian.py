@@ -259,3 +259,30 @@ def test_vb_is_rescaled_by_num_timesteps():
     torch.testing.assert_close(terms["vb"], d.vb_terms_bpd(out, x0, x_t, t) * 0.5)
     fixed = GaussianDiffusion(beta_schedule("linear", 500), learn_sigma=False)
     assert fixed.training_losses(out[:, :3], x0, x_t, t, noise)["vb"].abs().max() == 0
+
+
+def test_v_prediction_targets_and_conversions():
+    vd = GaussianDiffusion.from_config(DiffusionConfig(prediction="v"))
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 10, 500, 999])
+    x_t = vd.q_sample(x0, t, noise)
+    v = vd.target(x0, t, noise)
+    ab = torch.from_numpy(vd.alphas_cumprod)[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(v, ab.sqrt() * noise - (1 - ab).sqrt() * x0)  # Salimans & Ho, eq. in §4
+    eps, x0_hat = vd.eps_and_x0(v, x_t, t)
+    torch.testing.assert_close(eps, noise, rtol=0, atol=1e-9)
+    torch.testing.assert_close(x0_hat, x0, rtol=0, atol=1e-9)
+    # an error δ in v̂ moves x̂0 by at most δ (ε-prediction: by δ·√(1/ᾱ − 1), ~156 at t = 999)
+    delta = 1e-3 * torch.ones_like(v)
+    assert (vd.eps_and_x0(v + delta, x_t, t)[1] - x0).abs().max() <= 1e-3 + 1e-12
+    eps_d = GaussianDiffusion.from_config(DiffusionConfig())
+    assert (eps_d.eps_and_x0(noise + delta, x_t, t)[1] - x0).abs().max() > 0.1
+    # the training MSE is on v; a perfect v gives zero loss and the exact x̂0, also through respacing
+    out = vd.training_losses(torch.cat([v, torch.zeros_like(v)], 1), x0, x_t, t, noise)
+    assert out["mse"].abs().max() < 1e-18
+    torch.testing.assert_close(out["x0_pred"], x0, rtol=0, atol=1e-9)
+    assert vd.respace([0, 500, 999]).prediction == "v"
+    with pytest.raises(ValueError, match="prediction"):
+        GaussianDiffusion(vd.betas, prediction="x0")

@@ -26,14 +26,16 @@ def base() -> GaussianDiffusion:
     return GaussianDiffusion.from_config(DiffusionConfig())
 
 
-def _oracle(x0: torch.Tensor, learn_sigma: bool = True):
-    """A model that knows x0: ε = (x_t − √ᾱ_t x0) / √(1 − ᾱ_t) at the original timestep t."""
+def _oracle(x0: torch.Tensor, learn_sigma: bool = True, prediction: str = "epsilon"):
+    """A model that knows x0: ε = (x_t − √ᾱ_t x0) / √(1 − ᾱ_t) at the original timestep t (or v = √ᾱ ε − √(1−ᾱ) x0)."""
     ab_table = torch.from_numpy(AB)
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         assert t.dtype == torch.int64 and t.shape == (x.shape[0],)
         ab = ab_table[t].to(x.dtype).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
         eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+        if prediction == "v":
+            eps = ab.sqrt() * eps - (1 - ab).sqrt() * x0
         return torch.cat([eps, torch.zeros_like(eps)], 1) if learn_sigma else eps
 
     return model_fn
@@ -241,3 +243,31 @@ def test_sample_dispatch(base):
     b = sample(model_fn, base, noise, cfg, generator=torch.Generator().manual_seed(1))
     c = sample(model_fn, base, noise, SamplingConfig(steps=5))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_v_prediction_oracle_recovers_x0_with_every_sampler():
+    vdiff = GaussianDiffusion.from_config(DiffusionConfig(prediction="v"))
+    g = torch.Generator().manual_seed(8)
+    x0 = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64) * 1.8 - 0.9
+    noise = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    oracle = _oracle(x0, prediction="v")
+    seen = []
+    out = ddim_sample(
+        oracle, vdiff.respace(space_timesteps(1000, "ddim25")), noise, callback=lambda *a: seen.append(a[3])
+    )
+    torch.testing.assert_close(out, x0, rtol=0, atol=1e-9)
+    for pred_x0 in seen:  # every step's x̂0 is exact, so the v → x̂0 conversion is
+        torch.testing.assert_close(pred_x0, x0, rtol=0, atol=1e-9)
+    torch.testing.assert_close(dpmpp_2m_sample(oracle, vdiff, noise, steps=10), x0, rtol=0, atol=1e-9)
+    spaced = vdiff.respace(space_timesteps(1000, "10"))
+    out = ddpm_sample(oracle, spaced, noise, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(out, x0, rtol=0, atol=1e-9)  # t = 0: the posterior mean is x̂0, no noise
+    # the ε-oracle read as v gives a wrong first x̂0: the parameterisation is really used
+    first = []
+    ddim_sample(
+        _oracle(x0),
+        vdiff.respace(space_timesteps(1000, "ddim25")),
+        noise,
+        callback=lambda *a: first.append(a[3]),
+    )
+    assert (first[0] - x0).abs().max() > 0.1

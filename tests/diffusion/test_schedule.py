@@ -75,7 +75,14 @@ def test_space_timesteps_sections():
 
 
 def test_configs_defaults_and_strict_loading():
-    assert to_dict(DiffusionConfig()) == {"num_timesteps": 1000, "schedule": "linear", "learn_sigma": True}
+    assert to_dict(DiffusionConfig()) == {
+        "num_timesteps": 1000,
+        "schedule": "linear",
+        "learn_sigma": True,
+        "prediction": "epsilon",
+    }
+    with pytest.raises(Diff2LipError, match="unknown diffusion prediction 'x'"):
+        from_dict(DiffusionConfig, {"prediction": "x"})
     assert to_dict(SamplingConfig()) == {"sampler": "ddim", "steps": 25, "eta": 0.0, "clip_denoised": True}
     cfg = from_dict(SamplingConfig, {"sampler": "dpmpp", "steps": 12})
     assert cfg.sampler == "dpmpp" and cfg.steps == 12

@@ -170,6 +170,20 @@ def test_fit_logs_and_exports_a_model_the_pipeline_loads(tmp_path, tiny_override
     assert np.array_equal(out[:, :16], faces[:, :16])  # the upper half is the input's
 
 
+def test_v_prediction_trains_exports_and_samples(tmp_path, tiny_overrides):
+    from diff2lip.inference.pipeline import Diff2LipPipeline
+
+    run = tmp_path / "run"
+    tr = make_trainer(run, [*tiny_overrides, *FAST, "losses.lambda_gan=0", "diffusion.prediction=v"])
+    assert tr.diffusion.prediction == "v"
+    summary = tr.fit(1)
+    pipe = Diff2LipPipeline.from_pretrained(summary.model_dir, device="cpu")
+    assert pipe.diffusion.prediction == "v"  # config.json carries it to inference
+    faces = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    out = pipe(faces, np.zeros((2, 80, 16), np.float32), steps=2)
+    assert out.shape == (2, 32, 32, 3) and np.array_equal(out[:, :16], faces[:, :16])
+
+
 def test_image_grid_layout():
     rows = [torch.full((5, 3, 4, 4), v) for v in (-1.0, 0.0, 1.0)]
     grid = image_grid(rows)

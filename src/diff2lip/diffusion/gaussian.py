@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diff2lip.diffusion.schedule import DiffusionConfig, beta_schedule
+from diff2lip.diffusion.schedule import PREDICTIONS, DiffusionConfig, beta_schedule
 
 _LOG2 = math.log(2.0)
 
@@ -77,13 +77,23 @@ class GaussianDiffusion:
             guided-diffusion's ``FIXED_LARGE``, its default when sigma is not learned).
         timestep_map: the original timestep fed to the model for each index of this process (respacing);
             ``arange(len(betas))`` when ``None``.
+        prediction: what the first C output channels predict, ``"epsilon"`` (the paper) or ``"v"``
+            (:class:`~diff2lip.diffusion.schedule.DiffusionConfig`); :meth:`eps_and_x0` converts either.
 
     All arrays are float64 numpy of length ``num_timesteps``.
     """
 
     def __init__(
-        self, betas: np.ndarray, *, learn_sigma: bool = True, timestep_map: np.ndarray | None = None
+        self,
+        betas: np.ndarray,
+        *,
+        learn_sigma: bool = True,
+        timestep_map: np.ndarray | None = None,
+        prediction: str = "epsilon",
     ):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got '{prediction}'")
+        self.prediction = prediction
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0:
             raise ValueError(f"betas must be a non-empty 1-D array, got shape {betas.shape}")
@@ -125,7 +135,11 @@ class GaussianDiffusion:
     @classmethod
     def from_config(cls, cfg: DiffusionConfig) -> GaussianDiffusion:
         """The full (un-respaced) process of a :class:`DiffusionConfig`."""
-        return cls(beta_schedule(cfg.schedule, cfg.num_timesteps), learn_sigma=cfg.learn_sigma)
+        return cls(
+            beta_schedule(cfg.schedule, cfg.num_timesteps),
+            learn_sigma=cfg.learn_sigma,
+            prediction=cfg.prediction,
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -166,6 +180,26 @@ class GaussianDiffusion:
             eps, v = torch.split(model_output, channels, dim=1)
             return eps, v
         return model_output, None
+
+    def eps_and_x0(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The model's first C channels → (ε̂, x̂0), both (B, C, H, W) and unclamped.
+
+        ``epsilon``: ε̂ is the output, x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t. ``v``: x̂0 = √ᾱ_t x_t − √(1−ᾱ_t) v̂ and
+        ε̂ = √(1−ᾱ_t) x_t + √ᾱ_t v̂ (Salimans & Ho 2022, with α_t² + σ_t² = 1).
+        """
+        if self.prediction == "epsilon":
+            return prediction, self.predict_x0_from_eps(x_t, t, prediction)
+        a = self.extract("sqrt_alphas_cumprod", t, x_t)
+        s = self.extract("sqrt_one_minus_alphas_cumprod", t, x_t)
+        return s * x_t + a * prediction, a * x_t - s * prediction
+
+    def target(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """What the first C channels should output for ``x_t = q_sample(x0, t, noise)``: ε, or v = √ᾱ ε − √(1−ᾱ) x0."""
+        if self.prediction == "epsilon":
+            return noise
+        a = self.extract("sqrt_alphas_cumprod", t, x0)
+        s = self.extract("sqrt_one_minus_alphas_cumprod", t, x0)
+        return a * noise - s * x0
 
     # ------------------------------------------------------------------ forward process
 
@@ -214,7 +248,8 @@ class GaussianDiffusion:
         With ``learn_sigma`` the output's second half v ∈ [-1, 1] interpolates the log-variance between
         the clipped posterior variance (v = −1) and β_t (v = +1) (improved DDPM eq. 15). The mean is the
         posterior mean at x̂_0 = pred_x0, clamped to [-1, 1] when ``clip_denoised``. ``eps`` is the model's
-        raw ε (not re-derived from the clamped x̂_0). All returned tensors have ``x_t``'s shape.
+        ε (for v-prediction derived from v̂; not re-derived from the clamped x̂_0). All returned tensors have
+        ``x_t``'s shape.
         """
         model_output = model_output.to(x_t.dtype)
         eps, v = self.split_model_output(model_output, x_t.shape[1])
@@ -227,7 +262,7 @@ class GaussianDiffusion:
         else:
             variance = self.extract("fixed_variance", t, x_t).expand_as(x_t)
             log_variance = self.extract("fixed_log_variance", t, x_t).expand_as(x_t)
-        pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+        eps, pred_x0 = self.eps_and_x0(eps, x_t, t)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_x0, x_t, t)
@@ -285,19 +320,20 @@ class GaussianDiffusion:
     ) -> dict[str, Tensor]:
         """The hybrid objective's terms for one step t (paper eq. 9's L_simple, DESIGN.md §4).
 
-        Returns per-sample (B,) ``mse`` (ε-MSE over the masked elements), ``vb`` (the VB term with the ε
-        half detached, scaled by T/1000 as guided-diffusion's RESCALED_MSE hybrid loss; zeros when sigma is
-        not learned), ``loss`` = mse + vb, and ``x0_pred`` (B, C, H, W) = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t,
-        unclamped and differentiable, for the L2 / sync / LPIPS / GAN terms.
+        Returns per-sample (B,) ``mse`` (MSE of the prediction — ε, or v for v-prediction — over the masked
+        elements), ``vb`` (the VB term with the mean half detached, scaled by T/1000 as guided-diffusion's
+        RESCALED_MSE hybrid loss; zeros when sigma is not learned), ``loss`` = mse + vb, and ``x0_pred``
+        (B, C, H, W): x̂0 (for ε-prediction (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t), unclamped and differentiable, for the
+        L2 / sync / LPIPS / GAN terms.
         """
         model_output = model_output.to(x_t.dtype)
-        eps, _ = self.split_model_output(model_output, x_t.shape[1])
-        mse = masked_mean_flat((noise - eps) ** 2, mask)
+        pred, _ = self.split_model_output(model_output, x_t.shape[1])
+        mse = masked_mean_flat((self.target(x0, t, noise) - pred) ** 2, mask)
         if self.learn_sigma:
             vb = self.vb_terms_bpd(model_output, x0, x_t, t, mask=mask) * (self.num_timesteps / 1000.0)
         else:
             vb = torch.zeros_like(mse)
-        return {"mse": mse, "vb": vb, "loss": mse + vb, "x0_pred": self.predict_x0_from_eps(x_t, t, eps)}
+        return {"mse": mse, "vb": vb, "loss": mse + vb, "x0_pred": self.eps_and_x0(pred, x_t, t)[1]}
 
     # ------------------------------------------------------------------ respacing
 
@@ -314,5 +350,8 @@ class GaussianDiffusion:
         ab = self.alphas_cumprod[keep]
         ab_prev = np.append(1.0, ab[:-1])
         return GaussianDiffusion(
-            1.0 - ab / ab_prev, learn_sigma=self.learn_sigma, timestep_map=self.timestep_map[keep]
+            1.0 - ab / ab_prev,
+            learn_sigma=self.learn_sigma,
+            timestep_map=self.timestep_map[keep],
+            prediction=self.prediction,
         )

@@ -193,8 +193,8 @@ def dpmpp_2m_sample(
     d_prev: Tensor | None = None
     for k in range(n):
         t, model_t = _index(diffusion, int(ts[k]), x)
-        eps, _ = diffusion.split_model_output(model_fn(x, model_t).to(x.dtype), x.shape[1])
-        d = diffusion.predict_x0_from_eps(x, t, eps)
+        pred, _ = diffusion.split_model_output(model_fn(x, model_t).to(x.dtype), x.shape[1])
+        d = diffusion.eps_and_x0(pred, x, t)[1]
         if clip_denoised:
             d = d.clamp(-1, 1)
         if k == n - 1:

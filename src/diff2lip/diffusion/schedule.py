@@ -18,6 +18,8 @@ from diff2lip.errors import Diff2LipError
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "dpmpp")
+#: what the model predicts: the noise (the paper) or the velocity v (Salimans & Ho 2022)
+PREDICTIONS = ("epsilon", "v")
 
 
 @dataclass
@@ -26,11 +28,18 @@ class DiffusionConfig:
 
     ``learn_sigma``: the model outputs 2C channels, ε and the learned-range variance interpolation ``v``
     (improved DDPM §3.1); otherwise C channels with the fixed "large" variance (β_t).
+
+    ``prediction``: what the model's first C channels predict. ``epsilon`` is the paper's (the released
+    checkpoint). ``v`` is v-prediction (Salimans & Ho 2022, §4): ``v = √ᾱ_t·ε − √(1−ᾱ_t)·x0``, so that
+    ``x̂0 = √ᾱ_t·x_t − √(1−ᾱ_t)·v̂`` never amplifies the model's error, while with ε-prediction
+    ``x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t`` multiplies it by up to 1/√ᾱ_t ≈ 156 at large t — exactly where the
+    mouth must come from the audio (see ``benchmarks/RESULTS.md``, issue 5).
     """
 
     num_timesteps: int = 1000
     schedule: str = "linear"
     learn_sigma: bool = True
+    prediction: str = "epsilon"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -39,6 +48,10 @@ class DiffusionConfig:
             )
         if self.num_timesteps < 1:
             raise Diff2LipError(f"diffusion num_timesteps must be >= 1, got {self.num_timesteps}")
+        if self.prediction not in PREDICTIONS:
+            raise Diff2LipError(
+                f"unknown diffusion prediction '{self.prediction}' (expected one of {', '.join(PREDICTIONS)})"
+            )
 
 
 @dataclass
