@@ -141,7 +141,9 @@ class OptimConfig:
     ``audio_encoder_to_style``); 1 (the default) is one learning rate for the whole UNet. The pooled audio
     code that is added to the timestep embedding varies little between windows at initialisation (per
     dimension ~6 % of its constant part on the synthetic corpus), so the zero-initialised projection must grow
-    large along that small variation before the UNet can use it; a larger step on the audio path lets it.
+    large along that small variation before the UNet can use it. A larger step makes the code vary sooner;
+    measured on the synthetic corpus, training then suppresses that variation again before the UNet uses it
+    (benchmarks/RESULTS.md, session 4), so it is no fix on its own.
     """
 
     lr: float = 1e-4
