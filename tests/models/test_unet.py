@@ -303,3 +303,34 @@ def test_bf16_autocast_and_bf16_weights_match_fp32(tiny):
     scale = ref.abs().max()
     assert (auto - ref).abs().max() < 0.05 * scale
     assert (cast - ref).abs().max() < 0.05 * scale
+
+
+def test_audio_in_the_middle_block_instead_of_the_style():
+    """``audio_as_style: false``: the audio feature map is concatenated to the middle block's input."""
+    cfg = dataclasses.replace(load_model_config("tiny"), audio_as_style=False)
+    model = randomize_(Diff2LipUNet(cfg), torch.Generator().manual_seed(2)).eval()
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(n.startswith("audio_encoder_to_style") for n in names)
+    mid_in = model.middle_block[0].in_layers[0].num_channels
+    assert mid_in == cfg.channel_mult[-1] * cfg.model_channels + cfg.audio_channels[-1]
+    x = tiny_inputs(cfg, 2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        code = model.encode_audio(x["mel"])
+        assert code.ndim == 4 and code.shape[:2] == (2, cfg.audio_channels[-1])  # (B, C_a, h, w)
+        out = model(**x)
+        assert out.shape == (2, cfg.out_channels, cfg.image_size, cfg.image_size)
+        torch.testing.assert_close(model(**{**x, "mel": None}, audio_style=code), out)
+        other = model(**{**x, "mel": torch.randn(2, 80, 16, generator=torch.Generator().manual_seed(4))})
+        assert (other - out).abs().max() > 1e-3  # the audio reaches the output
+
+
+def test_audio_in_the_middle_block_saves_and_loads_strictly(tmp_path):
+    from diff2lip.models.serialization import load_pretrained
+
+    cfg = dataclasses.replace(load_model_config("tiny"), audio_as_style=False)
+    model = randomize_(Diff2LipUNet(cfg), torch.Generator().manual_seed(5))
+    model.save_pretrained(tmp_path / "m")
+    back = load_pretrained(tmp_path / "m").model
+    assert back.config.audio_as_style is False
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), back.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)

@@ -59,7 +59,9 @@ class UNetConfig:
     audio_num_res_blocks: int = 2
     #: width of the constant learned "time" embedding feeding the audio ResBlocks.
     audio_time_embed_dim: int = 32
-    #: the audio code is added to the timestep embedding (the only variant the paper released).
+    #: True: the pooled audio code is added to the timestep embedding (the released model). False: the
+    #: audio feature map (C_a, h, w) is concatenated to the features entering the middle block (the other
+    #: mode of the official ``TFGModel``; resized to the middle block's size if they differ).
     audio_as_style: bool = True
 
     @property
@@ -121,8 +123,6 @@ class UNetConfig:
             fail("nrefer must be >= 0")
         if self.num_res_blocks < 1 or self.audio_num_res_blocks < 1:
             fail("num_res_blocks and audio_num_res_blocks must be >= 1")
-        if not self.audio_as_style:
-            fail("audio_as_style: false (audio concatenated in the middle block) is not supported")
         return self
 
 

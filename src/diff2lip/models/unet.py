@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from diff2lip.models.audio_encoder import AudioEncoder
 from diff2lip.models.config import UNetConfig
@@ -83,7 +84,9 @@ class Diff2LipUNet(nn.Module):
                 skip_chans.append(ch)
                 size //= 2
 
-        self.middle_block = EmbedSequential(res(ch), attn(ch), res(ch))
+        # audio_as_style false: the audio feature map joins the features entering the middle block
+        mid_in = ch if cfg.audio_as_style else ch + cfg.audio_channels[-1]
+        self.middle_block = EmbedSequential(res(mid_in, ch), attn(ch), res(ch))
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -105,13 +108,14 @@ class Diff2LipUNet(nn.Module):
 
         self.audio_encoder = AudioEncoder(cfg)
         a_ch = self.audio_encoder.out_channels
-        self.audio_encoder_to_style = nn.Sequential(
-            normalization(a_ch, cfg.norm_groups),
-            nn.SiLU(),
-            nn.AdaptiveAvgPool2d((1, 1)),
-            zero_module(nn.Conv2d(a_ch, ted, 1)),
-            nn.Flatten(),
-        )
+        if cfg.audio_as_style:
+            self.audio_encoder_to_style = nn.Sequential(
+                normalization(a_ch, cfg.norm_groups),
+                nn.SiLU(),
+                nn.AdaptiveAvgPool2d((1, 1)),
+                zero_module(nn.Conv2d(a_ch, ted, 1)),
+                nn.Flatten(),
+            )
 
     def forward(
         self,
@@ -133,8 +137,9 @@ class Diff2LipUNet(nn.Module):
             mask: M (1 or B, 1, H, W), 1 on the generated (lower) region.
             ref: reference frames (B, 3·nrefer, H, W); ``None`` only when ``nrefer == 0``.
             mel: mel windows (B, n_mels, window), e.g. (B, 80, 16).
-            audio_style: alternatively the precomputed :meth:`encode_audio` of ``mel`` (B, 4·mc): the
-                audio code does not depend on t, so samplers compute it once, not at every step.
+            audio_style: alternatively the precomputed :meth:`encode_audio` of ``mel`` (the audio code:
+                (B, 4·mc), or (B, C_a, h, w) when ``audio_as_style`` is false): it does not depend on t, so
+                samplers compute it once, not at every step.
 
         Returns:
             (B, out_channels, H, W) in ``x_t``'s dtype: ε, then the variance channels if
@@ -158,20 +163,28 @@ class Diff2LipUNet(nn.Module):
             if mel is None:
                 raise ValueError("pass either mel or audio_style")
             audio_style = self.encode_audio(mel)
-        emb = emb + audio_style.to(emb.dtype)  # audio style added to the time embedding (B, 4·mc)
+        if cfg.audio_as_style:
+            emb = emb + audio_style.to(emb.dtype)  # audio style added to the time embedding (B, 4·mc)
 
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h)
+        if not cfg.audio_as_style:
+            a = audio_style.to(h.dtype)
+            if a.shape[-2:] != h.shape[-2:]:
+                a = F.interpolate(a, size=h.shape[-2:], mode="nearest")
+            h = torch.cat([h, a], dim=1)  # (B, C + C_a, h, w)
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h).to(x_t.dtype)
 
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
-        """Mel windows (B, n_mels, window) → the audio style vector (B, 4·mc) added to the time embedding."""
-        return self.audio_encoder_to_style(self.audio_encoder(mel))  # (B, C_a, h, w) → (B, 4·mc)
+        """Mel windows (B, n_mels, window) → the audio code: the style vector (B, 4·mc) added to the time
+        embedding, or the feature map (B, C_a, h, w) for the middle block when ``audio_as_style`` is false."""
+        feat = self.audio_encoder(mel)  # (B, C_a, h, w)
+        return self.audio_encoder_to_style(feat) if self.config.audio_as_style else feat
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
