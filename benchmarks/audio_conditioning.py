@@ -65,6 +65,20 @@ def test_batch(corpus: Path, pairs: int = 8, frames: int = 40):
     return x, torch.from_numpy(np.concatenate(mels)).float(), np.concatenate(truth)
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, S, S) in [-1, 1] → (N, S, S, 3) uint8 (what :func:`mouth_openness` reads)."""
+    return images.permute(0, 2, 3, 1).add(1).mul(127.5).round().clamp(0, 255).byte().numpy()
+
+
+def masked_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean |a − b| over the lower half of two masked x̂0 batches (N, 3, S, S) (zero in the upper half)."""
+    return float((a - b).abs().mean() * 2)  # the mask covers half of the pixels
+
+
+def fmt_r(r: float | None) -> str:
+    return "undefined" if r is None else f"{r:.3f}"
+
+
 @torch.no_grad()
 def one_step_openness(model, diffusion, faces, mels, t: int, generator, audio_style=None):
     """Openness of the one-step x̂0 (clamped, pasted under the true upper half) at timestep ``t``, and x̂0."""
@@ -80,28 +94,22 @@ def one_step_openness(model, diffusion, faces, mels, t: int, generator, audio_st
     kw = {"audio_style": audio_style} if audio_style is not None else {}
     out = model(x_t, tt, cond, mask, faces, None if audio_style is not None else mels, **kw)
     x0 = diffusion.eps_and_x0(out[:, :3], x_t, tt)[1].clamp(-1, 1)
-    img = (x0 * mask + faces * (1 - mask)).permute(0, 2, 3, 1).add(1).mul(127.5).round().clamp(0, 255)
-    return mouth_openness(img.byte().numpy()), x0 * mask
+    return mouth_openness(to_uint8(x0 * mask + faces * (1 - mask))), x0 * mask
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from diff2lip.config import from_dict
-    from diff2lip.diffusion import GaussianDiffusion
-    from diff2lip.diffusion.schedule import DiffusionConfig
+    from diff2lip.data.synth_render import mouth_openness
     from diff2lip.evaluation.lipsync_check import pearson
-    from diff2lip.models.serialization import load_pretrained
+    from diff2lip.inference.pipeline import Diff2LipPipeline
 
-    pm = load_pretrained(args.model_dir)
-    model = pm.model.float().eval()
-    diffusion = GaussianDiffusion.from_config(from_dict(DiffusionConfig, pm.config_dict["diffusion"]))
+    pipe = Diff2LipPipeline.from_pretrained(args.model_dir, device="cpu")  # the full process of config.json
+    model, diffusion = pipe.model, pipe.diffusion
     faces, mels, truth = test_batch(args.corpus)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         style = model.encode_audio(mels)  # (N, 4·mc)
     perm = torch.randperm(len(mels), generator=g)
-    from diff2lip.data.synth_render import mouth_openness
-
-    own = mouth_openness(faces.permute(0, 2, 3, 1).add(1).mul(127.5).round().clamp(0, 255).byte().numpy())
+    own = mouth_openness(to_uint8(faces))
     print(
         f"{args.model_dir}: audio code std over windows {style.std(0).norm():.4f}, "
         f"mean norm {style.mean(0).norm():.3f}; copy baseline (input mouth vs truth) r {pearson(own, truth):.3f}"
@@ -114,11 +122,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
         _, b = one_step_openness(
             model, diffusion, faces, mels, t, torch.Generator().manual_seed(seed), style[perm]
         )
-        change = float((a - b).abs().sum() / (a.shape[0] * 3 * (a.shape[-1] // 2) * a.shape[-1]))
-        r = pearson(opened, truth)
         print(
-            f"  t={t}: mean |Δx̂0| under shuffled audio {change:.4f}, one-step openness r "
-            f"{'undefined' if r is None else f'{r:.3f}'} (mean openness {opened.mean():.2f})"
+            f"  t={t}: mean |Δx̂0| under shuffled audio {masked_change(a, b):.4f}, one-step openness r "
+            f"{fmt_r(pearson(opened, truth))} (mean openness {opened.mean():.2f})"
         )
 
 
@@ -160,9 +166,6 @@ def cmd_oracle_style(args: argparse.Namespace) -> None:
 
     perm = torch.randperm(len(mels), generator=torch.Generator().manual_seed(2))
 
-    def fmt(r: float | None) -> str:
-        return "undefined" if r is None else f"{r:.2f}"
-
     def probe(model) -> str:
         """r with the truth, r with the code shuffled (the control), and mean |Δx̂0| between the two."""
         model.eval()
@@ -174,9 +177,9 @@ def cmd_oracle_style(args: argparse.Namespace) -> None:
             shuf, b = one_step_openness(
                 model, trainer.diffusion, faces, mels[perm], t, torch.Generator().manual_seed(t)
             )
-            change = float((a - b).abs().mean() * 2)  # the mask covers half of the pixels
             parts.append(
-                f"t{t} r {fmt(pearson(opened, truth))} shuffled {fmt(pearson(shuf, truth))} |Δx̂0| {change:.4f}"
+                f"t{t} r {fmt_r(pearson(opened, truth))} shuffled {fmt_r(pearson(shuf, truth))} "
+                f"|Δx̂0| {masked_change(a, b):.4f}"
             )
         model.train()
         return ", ".join(parts)

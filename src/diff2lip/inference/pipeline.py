@@ -171,7 +171,7 @@ class Diff2LipPipeline:
         cond = img * (1.0 - mask) + x_t * mask  # lower half filled with the same noise
 
         with self._autocast():
-            style = self.model.encode_audio(mel)  # (B, 4·mc): independent of t, computed once
+            style = self.model.encode_audio(mel)  # the audio code, independent of t: computed once
         if self.channels_last:
             cond, ref = cond.contiguous(memory_format=CL), ref.contiguous(memory_format=CL)
 
