@@ -216,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--scale", type=float, default=3.0, help="code size (the time embedding's norm is 3–5)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    {"probe": cmd_probe, "oracle-corpus": cmd_oracle_corpus, "oracle-style": cmd_oracle_style}[args.cmd](args)
+    from diff2lip.errors import Diff2LipError
+
+    try:
+        {"probe": cmd_probe, "oracle-corpus": cmd_oracle_corpus, "oracle-style": cmd_oracle_style}[args.cmd](
+            args
+        )
+    except (Diff2LipError, FileNotFoundError) as exc:
+        sys.exit(f"audio_conditioning {args.cmd}: {exc}")
     return 0
 
 

@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     args = p.parse_args(argv)
+    need = args.src / ("filelists" if args.action == "pack" else "clips.npz")
+    if not need.exists():
+        sys.exit(
+            f"{args.src}: not a {'corpus' if args.action == 'pack' else 'packed corpus'} ({need.name} missing)"
+        )
     (pack if args.action == "pack" else unpack)(args.src, args.dst)
     return 0
 
