@@ -3,9 +3,10 @@
 1. makes the synthetic corpus with ``diff2lip synth`` (crops at the config's ``model.image_size``) unless
    ``--corpus`` already holds one; its val/test clips have unseen seeds, faces and voices;
 2. trains ``configs/synthetic.yaml`` with ``diff2lip train synthetic --data-dir CORPUS --syncnet SYNCNET``
-   into ``RUN/main`` and times it. The budget is ``--max-steps N``, or ``--minutes M``: the first
-   ``--calibration-steps`` are timed (start-up included, so the estimate is conservative) and the run is
-   resumed (exactly: same data order, noise and optimizer state; constant learning rate after warm-up)
+   into ``RUN/main`` and times it. The budget is ``--max-steps N``, or ``--minutes M``: the run goes to
+   ``losses.gan_start_step`` (from there on the GAN term costs a discriminator pass through the UNet's
+   output), the next ``--calibration-steps`` are timed (start-up included, so the estimate is conservative)
+   and the run is resumed (exactly: same data order, noise and optimizer state; constant learning rate after warm-up)
    up to the number of steps that fits in ``M`` minutes;
 3. ``--ablation no_sync`` / ``--ablation no_gan`` train ``RUN/no_sync`` (``losses.lambda_sync=0``) /
    ``RUN/no_gan`` (``losses.lambda_gan=0``) for the **same number of steps** as the main run;
@@ -94,6 +95,14 @@ def train_command(
     return cmd
 
 
+def gan_warmup_steps(config: str, overrides: list[str]) -> int:
+    """Steps before the GAN term reaches the UNet (0 without a GAN term)."""
+    from diff2lip.train.config import load_train_config
+
+    cfg = load_train_config(config, overrides)
+    return int(cfg.losses.gan_start_step) if cfg.losses.lambda_gan > 0 else 0
+
+
 def train(args: argparse.Namespace, name: str, overrides: list[str], steps: int | None) -> dict[str, Any]:
     """Train ``RUN/name`` for ``steps`` (or, with ``None``, for the ``--minutes`` budget); returns timings."""
     run_dir = args.run / name
@@ -101,15 +110,22 @@ def train(args: argparse.Namespace, name: str, overrides: list[str], steps: int 
         sys.exit(f"{run_dir}: already holds a run; choose another --run or use --eval-only")
     env = dict(os.environ, OMP_NUM_THREADS="1") if args.nproc > 1 else None
     if steps is None:  # time a few steps, then resume up to what fits in the budget
+        # the GAN term reaches the UNet only from losses.gan_start_step on (and costs a discriminator pass
+        # through the generator then): run up to there first, and time steps that already pay for it
+        warm = gan_warmup_steps(args.config, overrides)
         calib = args.calibration_steps
-        first = sh(train_command(args, run_dir, calib, overrides, resume=False), env)
-        per_step = first / calib
-        steps = max(calib, math.floor(args.minutes * 60.0 / per_step))
+        first = sh(train_command(args, run_dir, warm, overrides, resume=False), env) if warm else 0.0
+        timed = sh(train_command(args, run_dir, warm + calib, overrides, resume=bool(warm)), env)
+        per_step = timed / calib  # start-up included: conservative
+        steps = warm + calib + max(0, math.floor((args.minutes * 60.0 - first - timed) / per_step))
         print(
-            f"{name}: {per_step:.2f} s/step over the first {calib} steps → {steps} steps in {args.minutes} min"
+            f"{name}: {per_step:.2f} s/step over steps {warm}–{warm + calib} → {steps} steps in "
+            f"{args.minutes} min"
         )
-        rest = sh(train_command(args, run_dir, steps, overrides, resume=True), env) if steps > calib else 0.0
-        seconds = first + rest
+        rest = 0.0
+        if steps > warm + calib:
+            rest = sh(train_command(args, run_dir, steps, overrides, resume=True), env)
+        seconds = first + timed + rest
     else:
         seconds = sh(train_command(args, run_dir, steps, overrides, resume=False), env)
     return {"run": str(run_dir), "steps": steps, "train_minutes": seconds / 60.0, "overrides": overrides}
@@ -236,7 +252,9 @@ def main() -> int:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="training time budget of the main run")
     budget.add_argument("--max-steps", type=int, default=None, help="training steps of every run")
-    p.add_argument("--calibration-steps", type=int, default=30, help="steps timed for --minutes (default 30)")
+    p.add_argument(
+        "--calibration-steps", type=int, default=30, help="steps timed for --minutes, after the GAN warm-up"
+    )
     p.add_argument("--nproc", type=int, default=1, help="train with torchrun on N CPU processes (default 1)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run"

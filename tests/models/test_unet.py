@@ -334,3 +334,46 @@ def test_audio_in_the_middle_block_saves_and_loads_strictly(tmp_path):
     assert back.config.audio_as_style is False
     for (k, v), (k2, v2) in zip(model.state_dict().items(), back.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
+
+
+def test_spatial_audio_path():
+    """``audio_spatial_rank: r``: r audio coefficients weight learned full-resolution maps; zero-initialised."""
+    cfg = dataclasses.replace(load_model_config("tiny"), audio_spatial_rank=3)
+    fresh = Diff2LipUNet(cfg)
+    assert fresh.audio_spatial_basis.shape == (3, cfg.model_channels * cfg.channel_mult[0], 32, 32)
+    assert not fresh.audio_spatial_basis.any()  # silent at initialisation
+    model = randomize_(fresh, torch.Generator().manual_seed(2)).eval()
+    x = tiny_inputs(cfg, 2, torch.Generator().manual_seed(3))
+    ted = cfg.time_embed_dim
+    with torch.no_grad():
+        code = model.encode_audio(x["mel"])
+        assert code.shape == (2, ted + 3)  # the style, then the coefficients
+        out = model(**x)
+        torch.testing.assert_close(model(**{**x, "mel": None}, audio_style=code), out)
+        # the coefficients alone move the output (style kept, coefficients changed)
+        moved = model(**{**x, "mel": None}, audio_style=torch.cat([code[:, :ted], -code[:, ted:]], 1))
+        assert (moved - out).abs().max() > 1e-3
+        # r = 0 in the same weights: dropping the spatial term changes nothing else
+        plain = model(**{**x, "mel": None}, audio_style=torch.cat([code[:, :ted], 0 * code[:, ted:]], 1))
+        base = Diff2LipUNet(dataclasses.replace(cfg, audio_spatial_rank=0)).eval()
+        state = {k: v for k, v in model.state_dict().items() if "spatial" not in k}
+        base.load_state_dict(state, strict=True)
+        torch.testing.assert_close(base(**{**x, "mel": None}, audio_style=code[:, :ted]), plain)
+
+
+def test_spatial_audio_path_saves_and_loads_strictly(tmp_path):
+    from diff2lip.models.serialization import load_pretrained
+
+    cfg = dataclasses.replace(load_model_config("tiny"), audio_spatial_rank=2)
+    model = randomize_(Diff2LipUNet(cfg), torch.Generator().manual_seed(5))
+    model.save_pretrained(tmp_path / "m")
+    back = load_pretrained(tmp_path / "m").model
+    assert back.config.audio_spatial_rank == 2
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), back.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_spatial_audio_path_needs_the_style():
+    cfg = dataclasses.replace(load_model_config("tiny"), audio_spatial_rank=2, audio_as_style=False)
+    with pytest.raises(Diff2LipError, match="audio_spatial_rank"):
+        Diff2LipUNet(cfg)

@@ -34,6 +34,7 @@ class AudioEncoder(nn.Module):
         ch = cfg.audio_channels[0]
         blocks = [EmbedSequential(nn.Conv2d(1, ch, 3, padding=1))]
         ds = 1
+        height, width_ = cfg.audio_init_spatial, cfg.audio_window
         last = len(cfg.audio_channels) - 1
         for level, width in enumerate(cfg.audio_channels):
             for _ in range(cfg.audio_num_res_blocks):
@@ -50,6 +51,9 @@ class AudioEncoder(nn.Module):
                     )
                 )
                 ds *= 2
+                height, width_ = height // stride[0], width_ // stride[1]  # avg_pool2d floors
+        #: spatial size (h, w) of the output feature map
+        self.out_size = (height, width_)
         self.encoder_blocks = nn.ModuleList(blocks)
         self.middle_block = EmbedSequential(
             ResBlock(ch, d, self.out_channels, dropout=cfg.dropout, norm_groups=g)

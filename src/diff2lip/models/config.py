@@ -63,6 +63,13 @@ class UNetConfig:
     #: audio feature map (C_a, h, w) is concatenated to the features entering the middle block (the other
     #: mode of the official ``TFGModel``; resized to the middle block's size if they differ).
     audio_as_style: bool = True
+    #: 0: the paper (the audio acts only through the style above). r > 0: in addition, the audio feature
+    #: map is read out (GroupNorm, SiLU, flatten, linear) into r coefficients that weight r learned
+    #: full-resolution feature maps added to the first block's output — a position-specific path (face
+    #: crops are aligned, so the mouth sits at known pixels) that reaches the last decoder block through
+    #: its skip connection. Not in the released model; ``configs/synthetic.yaml`` uses it (issue 5,
+    #: benchmarks/RESULTS.md: the style path alone does not open within a 60-minute CPU budget).
+    audio_spatial_rank: int = 0
 
     @property
     def out_channels(self) -> int:
@@ -123,6 +130,12 @@ class UNetConfig:
             fail("nrefer must be >= 0")
         if self.num_res_blocks < 1 or self.audio_num_res_blocks < 1:
             fail("num_res_blocks and audio_num_res_blocks must be >= 1")
+        if self.audio_spatial_rank < 0:
+            fail(f"audio_spatial_rank must be >= 0, got {self.audio_spatial_rank}")
+        if self.audio_spatial_rank and not self.audio_as_style:
+            fail(
+                "audio_spatial_rank > 0 needs audio_as_style: true (the code carries the style and the rank)"
+            )
         return self
 
 

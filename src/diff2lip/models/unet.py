@@ -116,6 +116,19 @@ class Diff2LipUNet(nn.Module):
                 zero_module(nn.Conv2d(a_ch, ted, 1)),
                 nn.Flatten(),
             )
+        if cfg.audio_spatial_rank:
+            ah, aw = self.audio_encoder.out_size
+            self.audio_to_spatial = nn.Sequential(
+                normalization(a_ch, cfg.norm_groups),
+                nn.SiLU(),
+                nn.Flatten(),
+                nn.Linear(a_ch * ah * aw, cfg.audio_spatial_rank),
+            )
+            # zero-initialised: the path starts silent and grows along the residual's correlation with the
+            # coefficients (ControlNet-style), so it can only add what the audio explains
+            self.audio_spatial_basis = nn.Parameter(
+                torch.zeros(cfg.audio_spatial_rank, first_ch, cfg.image_size, cfg.image_size)
+            )
 
     def forward(
         self,
@@ -138,8 +151,8 @@ class Diff2LipUNet(nn.Module):
             ref: reference frames (B, 3·nrefer, H, W); ``None`` only when ``nrefer == 0``.
             mel: mel windows (B, n_mels, window), e.g. (B, 80, 16).
             audio_style: alternatively the precomputed :meth:`encode_audio` of ``mel`` (the audio code:
-                (B, 4·mc), or (B, C_a, h, w) when ``audio_as_style`` is false): it does not depend on t, so
-                samplers compute it once, not at every step.
+                (B, 4·mc [+ audio_spatial_rank]), or (B, C_a, h, w) when ``audio_as_style`` is false): it
+                does not depend on t, so samplers compute it once, not at every step.
 
         Returns:
             (B, out_channels, H, W) in ``x_t``'s dtype: ε, then the variance channels if
@@ -163,12 +176,20 @@ class Diff2LipUNet(nn.Module):
             if mel is None:
                 raise ValueError("pass either mel or audio_style")
             audio_style = self.encode_audio(mel)
+        spatial = None
+        if cfg.audio_spatial_rank:
+            ted = cfg.time_embed_dim
+            audio_style, coef = audio_style[:, :ted], audio_style[:, ted:]  # (B, 4·mc), (B, r)
+            # (B, C0, H, W): the coefficients weight the learned full-resolution maps
+            spatial = torch.einsum("br,rchw->bchw", coef.to(dtype), self.audio_spatial_basis)
         if cfg.audio_as_style:
             emb = emb + audio_style.to(emb.dtype)  # audio style added to the time embedding (B, 4·mc)
 
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)
+            if spatial is not None:
+                h, spatial = h + spatial, None  # after the input conv only
             skips.append(h)
         if not cfg.audio_as_style:
             a = audio_style.to(h.dtype)
@@ -182,9 +203,15 @@ class Diff2LipUNet(nn.Module):
 
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
         """Mel windows (B, n_mels, window) → the audio code: the style vector (B, 4·mc) added to the time
-        embedding, or the feature map (B, C_a, h, w) for the middle block when ``audio_as_style`` is false."""
+        embedding (followed by the ``audio_spatial_rank`` coefficients of the spatial path, if any), or
+        the feature map (B, C_a, h, w) for the middle block when ``audio_as_style`` is false."""
         feat = self.audio_encoder(mel)  # (B, C_a, h, w)
-        return self.audio_encoder_to_style(feat) if self.config.audio_as_style else feat
+        if not self.config.audio_as_style:
+            return feat
+        style = self.audio_encoder_to_style(feat)  # (B, 4·mc)
+        if self.config.audio_spatial_rank:
+            return torch.cat([style, self.audio_to_spatial(feat)], dim=1)  # (B, 4·mc + r)
+        return style
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
