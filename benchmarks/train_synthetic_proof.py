@@ -5,11 +5,13 @@
 2. trains ``configs/synthetic.yaml`` with ``diff2lip train synthetic --data-dir CORPUS --syncnet SYNCNET``
    into ``RUN/main`` and times it. The budget is ``--max-steps N``, or ``--minutes M``: the run goes to
    ``losses.gan_start_step`` (from there on the GAN term costs a discriminator pass through the UNet's
-   output), the next ``--calibration-steps`` are timed (start-up included, so the estimate is conservative)
-   and the run is resumed (exactly: same data order, noise and optimizer state; constant learning rate after warm-up)
-   up to the number of steps that fits in ``M`` minutes;
-3. ``--ablation no_sync`` / ``--ablation no_gan`` train ``RUN/no_sync`` (``losses.lambda_sync=0``) /
-   ``RUN/no_gan`` (``losses.lambda_gan=0``) for the **same number of steps** as the main run;
+   output), the next ``--calibration-steps`` are timed (start-up included, so the estimate is
+   conservative) and the run is resumed (exactly: same data order, noise and optimizer state; constant
+   learning rate after warm-up) up to the number of steps that fits in ``M`` minutes;
+3. ``--ablation paper_losses`` trains ``RUN/paper_losses`` with ``L_sync`` and the GAN at the released
+   model's weights (λ 0.1 / 0.5; ``configs/synthetic.yaml`` has both off, RESULTS.md session 5);
+   ``--ablation no_sync`` / ``no_gan`` set one of them to 0 (for a config or ``--set`` that has them on);
+   every ablation runs for the **same number of steps** as the main run;
 4. evaluates every run's exported EMA model (``RUN/<name>/model``) with
    :func:`diff2lip.evaluation.lipsync_check.cross_setting_check` on the **test** split in the cross setting
    (video of clip A, speech of clip B): Pearson r of the generated mouth openness vs B's ground truth
@@ -17,14 +19,15 @@
    baseline, the anchor (the measurement on the rendered frames themselves) and the upper-half PSNR
    (``inf``: bit-identical);
 5. prints Markdown rows for benchmarks/RESULTS.md and writes everything to ``RUN/results.json``;
-6. with ``--ship``, and only if the main run met every target, re-saves its EMA model as fp16 into the
+6. with ``--ship``, and only if the main run met every target (``--ship-below-target``: in any case, recorded
+   as ``meets_targets: false``), re-saves its EMA model as fp16 into the
    package (``src/diff2lip/assets/demo_model``: the bundled model of ``diff2lip demo``) with the run's
    provenance and numbers in ``config.json``'s ``extra`` and the evaluation's sampler as its default.
 
 The SyncNet expert is trained first and separately (``benchmarks/syncnet_synthetic.py``). Examples::
 
     python benchmarks/train_synthetic_proof.py --corpus data/synth --syncnet runs/syncnet/model \\
-        --run runs/proof --minutes 55 --ablation no_sync --ablation no_gan
+        --run runs/proof --minutes 55 --ablation paper_losses
     python benchmarks/train_synthetic_proof.py --corpus data/synth --run runs/proof --max-steps 1500
     python benchmarks/train_synthetic_proof.py --corpus data/synth --eval-only runs/proof/main
 """
@@ -41,7 +44,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-ABLATIONS = {"no_sync": ["losses.lambda_sync=0"], "no_gan": ["losses.lambda_gan=0"]}
+# relative to the config: configs/synthetic.yaml has L_sync and the GAN off (benchmarks/RESULTS.md, session 5),
+# so "paper_losses" adds both at the released model's weights; no_sync / no_gan matter with --set restoring them
+ABLATIONS = {
+    "paper_losses": ["losses.lambda_sync=0.1", "losses.lambda_gan=0.5"],
+    "no_sync": ["losses.lambda_sync=0"],
+    "no_gan": ["losses.lambda_gan=0"],
+}
 TARGET_R = 0.85
 TARGET_SHUFFLED = 0.1
 
@@ -164,13 +173,16 @@ def ship(row: dict[str, Any], argv: list[str]) -> Path:
     from diff2lip.demo import bundled_model_dir
     from diff2lip.models.serialization import load_pretrained, save_pretrained
 
-    src = Path(row["run"]) / "model"
+    run = Path(row["run"])
+    src = run / "model" if (run / "model" / "config.json").is_file() else run
     pm = load_pretrained(src)
     e = row["eval"]
+    minutes = row.get("train_minutes")
     extra = {
         **pm.config_dict.get("extra", {}),
         "trained_with": "benchmarks/train_synthetic_proof.py " + " ".join(argv[1:]),
-        "train_minutes": round(row["train_minutes"], 1),
+        "train_minutes": None if minutes is None else round(minutes, 1),
+        "meets_targets": all(checks(e)),
         "heldout_r": round(e["r"], 4),
         "heldout_r_shuffled": round(e["r_shuffled"], 4),
         "eval": {k: e["settings"][k] for k in ("split", "pairs", "max_frames", "sampler", "steps", "seed")},
@@ -264,7 +276,13 @@ def main() -> int:
     p.add_argument(
         "--ship",
         action="store_true",
-        help="if the main run meets every target, bundle its model as fp16 into src/diff2lip/assets/demo_model",
+        help="if the main run (or --eval-only's) meets every target, bundle its model as fp16 into "
+        "src/diff2lip/assets/demo_model",
+    )
+    p.add_argument(
+        "--ship-below-target",
+        action="store_true",
+        help="bundle it even if it missed a target (recorded in its config.json as meets_targets: false)",
     )
     g = p.add_argument_group("evaluation")
     g.add_argument("--split", default="test", help="held-out split to evaluate on (default test)")
@@ -281,6 +299,7 @@ def main() -> int:
         print(json.dumps({k: v for k, v in e.items() if k != "pairs"}, indent=1))
         print(verdict(e))
         print(markdown([{"name": str(args.eval_only), "eval": e}]))
+        maybe_ship(args, {"run": str(args.eval_only), "eval": e})
         return 0
     if args.syncnet is None or args.run is None:
         p.error("--syncnet and --run are required unless --eval-only")
@@ -290,7 +309,7 @@ def main() -> int:
     ensure_corpus(args, config_image_size(args.config))
     rows: list[dict[str, Any]] = []
     main_run = train(args, "main", list(args.set), args.max_steps)
-    rows.append({"name": "main (all losses)", **main_run})
+    rows.append({"name": f"main ({args.config})", **main_run})
     for name in args.ablation:
         rows.append({"name": name, **train(args, name, [*args.set, *ABLATIONS[name]], main_run["steps"])})
     for row in rows:
@@ -300,12 +319,19 @@ def main() -> int:
     out.write_text(json.dumps({"argv": sys.argv, "rows": rows}, indent=1) + "\n")
     print(f"\nwrote {out}\n")
     print(markdown(rows))
-    if args.ship:
-        if all(checks(rows[0]["eval"])):
-            ship(rows[0], sys.argv)
-        else:
-            print("not shipped: the main run missed a target")
+    maybe_ship(args, rows[0])
     return 0
+
+
+def maybe_ship(args: argparse.Namespace, row: dict[str, Any]) -> None:
+    """``--ship``: bundle ``row``'s model if it met every target; ``--ship-below-target``: bundle it anyway
+    (its ``config.json`` then says ``"meets_targets": false``, with the measured numbers beside it)."""
+    if not (args.ship or args.ship_below_target):
+        return
+    if all(checks(row["eval"])) or args.ship_below_target:
+        ship(row, sys.argv)
+    else:
+        print("not shipped: the main run missed a target (--ship-below-target bundles it anyway)")
 
 
 if __name__ == "__main__":

@@ -78,3 +78,34 @@ def test_bad_arguments_are_one_line_errors(tmp_path, tiny_model_dir, capsys):
     with pytest.raises(SystemExit):  # argparse: --text and --audio are exclusive
         main(["demo", "--text", "a", "--audio", "b.wav"])
     assert demo.side_by_side_path("/d/out.mp4") == Path("/d/out_side_by_side.mp4")
+
+
+# A sentence with loud open vowels, closures and pauses (~3 s); the bundled model is the shipped artifact.
+SENTENCE = "Papa, open the big window. Oh no, it is raining again!"
+
+
+def test_bundled_model_lip_syncs_a_new_face(tmp_path, capsys):
+    """The README's main command, offline, with the model shipped in the package: the mouth of a brand-new
+    face (rendered closed in every frame) opens and closes with the speech."""
+    from diff2lip.audio import load_audio
+    from diff2lip.data.synth_mouth import mouth_params
+    from diff2lip.data.synth_render import mouth_openness
+    from diff2lip.evaluation.lipsync_check import pearson
+    from diff2lip.inference.pipeline import Diff2LipPipeline
+    from diff2lip.video.crop import crop_faces
+
+    assert (demo.bundled_model_dir() / "model.safetensors").stat().st_size <= 20 * 2**20
+    crop = Diff2LipPipeline.from_pretrained(demo.bundled_model_dir(), device="cpu").image_size
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "-o", str(out), "--text", SENTENCE, "--seed", "11", "-q", "--device", "cpu"]) == 0
+    assert str(out) in capsys.readouterr().out
+    n = probe(out).num_frames
+    frames, boxes = demo.render_input_face(n, demo.frame_size_for(crop), seed=11)
+    assert mouth_openness(crop_faces(frames, boxes, crop)).max() == 0  # the input never opens its mouth
+
+    opened = mouth_openness(crop_faces(read_all(out).frames, boxes, crop))  # (n,)
+    wav = load_audio(demo._speak(SENTENCE, tmp_path / "speech.wav"), 16000)
+    truth = mouth_params(wav, n)[:, 0]  # what the speech says the mouth does
+    r = pearson(opened, truth)
+    assert r is not None and r > BUNDLED_MIN_R, r
+    assert opened[truth < 0.05].mean() < opened[truth > 0.5].mean() - 0.3  # silent: closed; loud: open
