@@ -5,7 +5,7 @@ Three subcommands (numbers in benchmarks/RESULTS.md, "Session 4"):
 ``probe MODEL_DIR --corpus C``
     How much the audio moves a model's prediction, without sampling: on 8 test pairs × 40 frames (video of
     clip A, speech of clip B, fixed noise) it prints the std over windows of the audio code (the vector
-    added to the timestep embedding) and its mean norm, then at t = 500 / 700 / 900 the mean change of the
+    added to the timestep embedding, and the spatial path's coefficients if any) and its mean norm, then at t = 500 / 700 / 900 the mean change of the
     masked one-step x̂0 when the audio windows are shuffled, and the Pearson r of the openness read from
     that x̂0 with B's ground truth (compare with the printed copy baseline: the input mouth alone scores
     r ≈ 0.18 on these pairs, so only the change under shuffled audio shows that the audio is used).
@@ -16,13 +16,13 @@ Three subcommands (numbers in benchmarks/RESULTS.md, "Session 4"):
     not copied). Train on it to ask whether the audio path learns to follow a perfectly clean signal.
 
 ``oracle-style RUN --corpus ORACLE_CORPUS``
-    Trains ``configs/synthetic.yaml`` (plus ``--set`` overrides; ``λ_sync = 0``) with the UNet's audio code
-    replaced by ``scale · u · (openness − 0.35)`` (``u`` a fixed random unit vector, the openness read
-    exactly from the oracle mel's bar at the frame's own column): a perfect, strong code that cannot
-    collapse. How fast the UNet learns to use it bounds how fast any audio encoder can make it lip-sync.
-    Prints, for the raw and EMA weights every ``--every`` steps, the one-step openness r with the truth, the
-    same with the code shuffled (the control: copying the input mouth alone scores r ≈ 0.18 on these pairs)
-    and the mean change of x̂0 between the two; exports the EMA weights to ``RUN/model`` at the end.
+    Trains ``configs/synthetic.yaml`` (plus ``--set`` overrides; ``λ_sync = 0``, no spatial audio path) with
+    the UNet's audio code replaced by ``scale · u · (openness − 0.35)`` (``u`` a fixed random unit vector, the
+    openness read exactly from the oracle mel's bar at the frame's own column): a perfect, strong code that
+    cannot collapse. How fast the UNet learns to use it bounds how fast any audio encoder can make it
+    lip-sync. Prints, for the raw and EMA weights every ``--every`` steps, the one-step openness r with the truth,
+    the same with the code shuffled (the control: copying the input mouth alone scores r ≈ 0.18 on these
+    pairs) and the mean change of x̂0 between the two; exports the EMA weights to ``RUN/model`` at the end.
 
 Examples::
 
@@ -107,7 +107,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     faces, mels, truth = test_batch(args.corpus)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        style = model.encode_audio(mels)  # (N, 4·mc)
+        style = model.encode_audio(mels)  # (N, 4·mc [+ spatial coefficients])
     perm = torch.randperm(len(mels), generator=g)
     own = mouth_openness(to_uint8(faces))
     print(
@@ -150,18 +150,20 @@ def cmd_oracle_style(args: argparse.Namespace) -> None:
     from diff2lip.train.config import load_train_config
     from diff2lip.train.trainer import Trainer
 
-    u = torch.randn(128, generator=torch.Generator().manual_seed(0))
+    # the code replaces the paper's style only: no spatial path (its coefficients would be missing)
+    overrides = [f"data.data_dir={args.corpus}", "losses.lambda_sync=0", "data.num_workers=0"]
+    overrides += ["model.audio_spatial_rank=0", "train.checkpoint_every=1000000", "train.export_every=0"]
+    cfg = load_train_config(args.config, [*overrides, *args.set])
+    u = torch.randn(cfg.model.time_embed_dim, generator=torch.Generator().manual_seed(0))
     u = u / u.norm()
     scale = args.scale
 
     def oracle_code(self, mel: torch.Tensor) -> torch.Tensor:
         openness = (mel[:, :, FRAME_COLUMN] > 0).float().sum(1) / 80 * ORACLE_SCALE  # (B,)
-        return scale * (openness - 0.35)[:, None] * u.to(mel.device)[None]  # (B, 128)
+        return scale * (openness - 0.35)[:, None] * u.to(mel.device)[None]  # (B, 4·mc)
 
     Diff2LipUNet.encode_audio = oracle_code  # this process only: the experiment's whole point
-    overrides = [f"data.data_dir={args.corpus}", "losses.lambda_sync=0", "data.num_workers=0"]
-    overrides += ["train.checkpoint_every=1000000", "train.export_every=0", *args.set]
-    trainer = Trainer(load_train_config(args.config, overrides), args.run)
+    trainer = Trainer(cfg, args.run)
     faces, mels, truth = test_batch(args.corpus)
 
     perm = torch.randperm(len(mels), generator=torch.Generator().manual_seed(2))

@@ -140,12 +140,17 @@ def train(args: argparse.Namespace, name: str, overrides: list[str], steps: int 
     return {"run": str(run_dir), "steps": steps, "train_minutes": seconds / 60.0, "overrides": overrides}
 
 
+def exported_model(run_dir: Path) -> Path:
+    """A run's exported EMA model (``RUN/model``), or ``run_dir`` itself when it is a model directory."""
+    return run_dir / "model" if (run_dir / "model" / "config.json").is_file() else run_dir
+
+
 def evaluate(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """The cross-setting check of ``run_dir``'s exported model on the test split."""
     from diff2lip.evaluation.lipsync_check import cross_setting_check
     from diff2lip.inference.pipeline import Diff2LipPipeline
 
-    model_dir = run_dir / "model" if (run_dir / "model" / "config.json").is_file() else run_dir
+    model_dir = exported_model(run_dir)
     pipe = Diff2LipPipeline.from_pretrained(model_dir, device=args.device)
 
     def progress(done: int, total: int) -> None:
@@ -173,8 +178,7 @@ def ship(row: dict[str, Any], argv: list[str]) -> Path:
     from diff2lip.demo import bundled_model_dir
     from diff2lip.models.serialization import load_pretrained, save_pretrained
 
-    run = Path(row["run"])
-    src = run / "model" if (run / "model" / "config.json").is_file() else run
+    src = exported_model(Path(row["run"]))
     pm = load_pretrained(src)
     e = row["eval"]
     minutes = row.get("train_minutes")
