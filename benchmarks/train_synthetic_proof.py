@@ -9,7 +9,8 @@
    conservative) and the run is resumed (exactly: same data order, noise and optimizer state; constant
    learning rate after warm-up) up to the number of steps that fits in ``M`` minutes;
 3. ``--ablation paper_losses`` trains ``RUN/paper_losses`` with ``L_sync`` and the GAN at the released
-   model's weights (λ 0.1 / 0.5; ``configs/synthetic.yaml`` has both off, RESULTS.md session 5);
+   model's weights (λ 0.1 / 0.5; ``configs/synthetic.yaml`` has both off, RESULTS.md session 5),
+   ``--ablation with_sync`` / ``with_gan`` only one of them;
    ``--ablation no_sync`` / ``no_gan`` set one of them to 0 (for a config or ``--set`` that has them on);
    every ablation runs for the **same number of steps** as the main run;
 4. evaluates every run's exported EMA model (``RUN/<name>/model``) with
@@ -45,9 +46,12 @@ from pathlib import Path
 from typing import Any
 
 # relative to the config: configs/synthetic.yaml has L_sync and the GAN off (benchmarks/RESULTS.md, session 5),
-# so "paper_losses" adds both at the released model's weights; no_sync / no_gan matter with --set restoring them
+# so "paper_losses" adds both at the released model's weights and with_sync / with_gan one of them;
+# no_sync / no_gan matter for a config (or --set) that has them on
 ABLATIONS = {
     "paper_losses": ["losses.lambda_sync=0.1", "losses.lambda_gan=0.5"],
+    "with_sync": ["losses.lambda_sync=0.1"],
+    "with_gan": ["losses.lambda_gan=0.5"],
     "no_sync": ["losses.lambda_sync=0"],
     "no_gan": ["losses.lambda_gan=0"],
 }
@@ -173,6 +177,19 @@ def evaluate(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     return res
 
 
+def training_record(run_dir: Path) -> dict[str, Any]:
+    """How ``run_dir`` was trained, from its proof run's ``results.json`` (``{}`` if not made by this script)."""
+    results = run_dir.parent / "results.json"
+    if not results.is_file():
+        return {}
+    data = json.loads(results.read_text())
+    for row in data["rows"]:
+        if Path(row["run"]).resolve() == run_dir.resolve():
+            argv = "benchmarks/train_synthetic_proof.py " + " ".join(data["argv"][1:])
+            return {"steps": row["steps"], "train_minutes": row["train_minutes"], "train_command": argv}
+    return {}
+
+
 def ship(row: dict[str, Any], argv: list[str]) -> Path:
     """Re-save ``row``'s exported EMA model as fp16 into the package's ``assets/demo_model``."""
     from diff2lip.demo import bundled_model_dir
@@ -184,7 +201,7 @@ def ship(row: dict[str, Any], argv: list[str]) -> Path:
     minutes = row.get("train_minutes")
     extra = {
         **pm.config_dict.get("extra", {}),
-        "trained_with": "benchmarks/train_synthetic_proof.py " + " ".join(argv[1:]),
+        "trained_with": row.get("train_command", "benchmarks/train_synthetic_proof.py " + " ".join(argv[1:])),
         "train_minutes": None if minutes is None else round(minutes, 1),
         "meets_targets": all(checks(e)),
         "heldout_r": round(e["r"], 4),
@@ -302,8 +319,14 @@ def main() -> int:
         e = evaluate(args, args.eval_only)
         print(json.dumps({k: v for k, v in e.items() if k != "pairs"}, indent=1))
         print(verdict(e))
-        print(markdown([{"name": str(args.eval_only), "eval": e}]))
-        maybe_ship(args, {"run": str(args.eval_only), "eval": e})
+        row = {
+            "name": str(args.eval_only),
+            "run": str(args.eval_only),
+            **training_record(args.eval_only),
+            "eval": e,
+        }
+        print(markdown([row]))
+        maybe_ship(args, row)
         return 0
     if args.syncnet is None or args.run is None:
         p.error("--syncnet and --run are required unless --eval-only")

@@ -76,6 +76,20 @@ def test_audio_lr_mult_scales_the_audio_path_step_only(tmp_path, tiny_overrides)
         load_train_config("train_tiny", [*over, "optim.audio_lr_mult=0"])
 
 
+def test_lr_schedule_warmup_constant_then_linear_decay(tmp_path, tiny_overrides):
+    over = [*tiny_overrides, *FAST, "optim.lr=1e-3", "optim.warmup_steps=4"]
+    const = make_trainer(tmp_path / "c", over)
+    assert [const.lr_at(s) for s in (0, 3, 100, 10**6)] == pytest.approx([2.5e-4, 1e-3, 1e-3, 1e-3])
+    tr = make_trainer(tmp_path / "d", [*over, "optim.lr_decay_start=10", "optim.lr_decay_end=20"])
+    lrs = [tr.lr_at(s) for s in (0, 9, 10, 15, 19, 20, 30)]
+    assert lrs == pytest.approx([2.5e-4, 1e-3, 1e-3, 5e-4, 1e-4, 0.0, 0.0])
+    tr.step = 15
+    tr.train_step()  # the step's rate reaches the optimizer (the discriminator's is not decayed)
+    assert tr.opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+    with pytest.raises(Diff2LipError, match="lr_decay_end"):
+        load_train_config("train_tiny", [*over, "optim.lr_decay_start=20", "optim.lr_decay_end=20"])
+
+
 def test_high_t_fraction_oversamples_the_high_noise_steps(tmp_path, tiny_overrides):
     def draws(extra: list[str]) -> np.ndarray:
         tr = make_trainer(

@@ -134,6 +134,12 @@ class LossConfig:
 class OptimConfig:
     """AdamW for the UNet and the discriminator; constant learning rate after a linear warm-up.
 
+    With ``lr_decay_end`` > 0 the UNet's learning rate then falls linearly from ``lr`` at step
+    ``lr_decay_start`` to 0 at step ``lr_decay_end`` (and stays 0 after it): a final annealing phase whose
+    schedule does not depend on ``train.max_steps``, so a run resumed from a checkpoint taken before
+    ``lr_decay_start`` with the decay added continues exactly as one trained with it from the start.
+    0 (default) keeps the paper's constant rate. The discriminator's rate is never decayed.
+
     ``grad_clip`` is the max global gradient norm (0 = no clipping); ``grad_accum`` micro-batches make one
     optimizer step.
 
@@ -152,6 +158,8 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_decay_start: int = 0
+    lr_decay_end: int = 0
     grad_clip: float = 1.0
     grad_accum: int = 1
     disc_lr: float = 1e-4
@@ -234,6 +242,8 @@ class TrainConfig:
             errs.append("optim.lr, optim.disc_lr and optim.audio_lr_mult must be > 0")
         if o.grad_accum < 1 or o.warmup_steps < 0 or o.grad_clip < 0:
             errs.append("optim.grad_accum must be >= 1, warmup_steps and grad_clip >= 0")
+        if o.lr_decay_end and not 0 <= o.lr_decay_start < o.lr_decay_end:
+            errs.append("optim.lr_decay_end must be 0 (no decay) or > lr_decay_start >= 0")
         if r.max_steps < 0:
             errs.append("train.max_steps must be >= 0")
         if r.precision not in PRECISIONS:

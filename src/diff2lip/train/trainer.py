@@ -242,11 +242,14 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant."""
+        """Learning rate of optimizer step ``step`` (0-based): linear warm-up, constant, optional linear decay."""
         o = self.cfg.optim
+        lr = o.lr
         if o.warmup_steps > 0:
-            return o.lr * min(1.0, (step + 1) / o.warmup_steps)
-        return o.lr
+            lr *= min(1.0, (step + 1) / o.warmup_steps)
+        if o.lr_decay_end > 0 and step >= o.lr_decay_start:
+            lr *= max(0.0, (o.lr_decay_end - step) / (o.lr_decay_end - o.lr_decay_start))
+        return lr
 
     def _autocast(self) -> Any:
         if self.amp_dtype is None:
