@@ -6,8 +6,10 @@
    into ``RUN/main`` and times it. The budget is ``--max-steps N``, or ``--minutes M``: the run goes to
    ``losses.gan_start_step`` (from there on the GAN term costs a discriminator pass through the UNet's
    output), the next ``--calibration-steps`` are timed (start-up included, so the estimate is
-   conservative) and the run is resumed (exactly: same data order, noise and optimizer state; constant
-   learning rate after warm-up) up to the number of steps that fits in ``M`` minutes;
+   conservative) and the run is resumed (exactly: same data order, noise and optimizer state) up to the
+   number of steps that fits in ``M`` minutes. The config's learning-rate annealing is set in steps
+   (``configs/synthetic.yaml``: 8000 → 9200), so ``--max-steps 9200`` is the bundled model's run; a
+   ``--minutes`` budget that ends earlier stops before the annealing has finished;
 3. ``--ablation paper_losses`` trains ``RUN/paper_losses`` with ``L_sync`` and the GAN at the released
    model's weights (λ 0.1 / 0.5; ``configs/synthetic.yaml`` has both off, RESULTS.md session 5),
    ``--ablation with_sync`` / ``with_gan`` only one of them;
