@@ -5,10 +5,11 @@ Three subcommands (numbers in benchmarks/RESULTS.md, "Session 4"):
 ``probe MODEL_DIR --corpus C``
     How much the audio moves a model's prediction, without sampling: on 8 test pairs × 40 frames (video of
     clip A, speech of clip B, fixed noise) it prints the std over windows of the audio code (the vector
-    added to the timestep embedding, and the spatial path's coefficients if any) and its mean norm, then at t = 500 / 700 / 900 the mean change of the
-    masked one-step x̂0 when the audio windows are shuffled, and the Pearson r of the openness read from
-    that x̂0 with B's ground truth (compare with the printed copy baseline: the input mouth alone scores
-    r ≈ 0.18 on these pairs, so only the change under shuffled audio shows that the audio is used).
+    added to the timestep embedding, and the spatial path's coefficients if any) and its mean norm, then at
+    t = 500 / 700 / 900 the mean change of the masked one-step x̂0 when the audio windows are shuffled, and
+    the Pearson r of the openness read from that x̂0 with B's ground truth (compare with the printed copy
+    baseline: the input mouth alone scores r ≈ 0.18 on these pairs, so only the change under shuffled audio
+    shows that the audio is used).
 
 ``oracle-corpus SRC DST``
     A copy of a ``diff2lip synth`` corpus whose ``mel.npy`` is replaced by an *oracle* spectrogram: at each

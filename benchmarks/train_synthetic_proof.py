@@ -179,16 +179,23 @@ def evaluate(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     return res
 
 
+def command_line(argv: list[str]) -> str:
+    """This script's command line as recorded with a shipped model."""
+    return "benchmarks/train_synthetic_proof.py " + " ".join(argv[1:])
+
+
 def training_record(run_dir: Path) -> dict[str, Any]:
     """How ``run_dir`` was trained, from its proof run's ``results.json`` (``{}`` if not made by this script)."""
-    results = run_dir.parent / "results.json"
-    if not results.is_file():
+    results, config = run_dir.parent / "results.json", exported_model(run_dir) / "config.json"
+    if not (results.is_file() and config.is_file()):
         return {}
     data = json.loads(results.read_text())
+    exported = json.loads(config.read_text()).get("extra", {})
     for row in data["rows"]:
-        if Path(row["run"]).resolve() == run_dir.resolve():
-            argv = "benchmarks/train_synthetic_proof.py " + " ".join(data["argv"][1:])
-            return {"steps": row["steps"], "train_minutes": row["train_minutes"], "train_command": argv}
+        # a run resumed by hand after the script (e.g. to more steps) is no longer what the record says
+        if Path(row["run"]).resolve() == run_dir.resolve() and row["steps"] == exported.get("step"):
+            cmd = command_line(data["argv"])
+            return {"steps": row["steps"], "train_minutes": row["train_minutes"], "train_command": cmd}
     return {}
 
 
@@ -203,7 +210,7 @@ def ship(row: dict[str, Any], argv: list[str]) -> Path:
     minutes = row.get("train_minutes")
     extra = {
         **pm.config_dict.get("extra", {}),
-        "trained_with": row.get("train_command", "benchmarks/train_synthetic_proof.py " + " ".join(argv[1:])),
+        "trained_with": row.get("train_command", command_line(argv)),
         "train_minutes": None if minutes is None else round(minutes, 1),
         "meets_targets": all(checks(e)),
         "heldout_r": round(e["r"], 4),
@@ -364,4 +371,9 @@ def maybe_ship(args: argparse.Namespace, row: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from diff2lip.errors import Diff2LipError
+
+    try:
+        sys.exit(main())
+    except (Diff2LipError, FileNotFoundError) as exc:
+        sys.exit(f"train_synthetic_proof: {exc}")
