@@ -17,6 +17,7 @@ from diff2lip.models.config import load_model_config
 from diff2lip.models.serialization import save_pretrained
 from diff2lip.models.syncnet import SyncNet, SyncNetConfig, save_syncnet
 from diff2lip.models.unet import Diff2LipUNet
+from diff2lip.video.io import VideoWriter, read_all
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -90,4 +91,18 @@ def synth_corpus(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "diff2lip", "synth", str(out), "--clips", "4", "--seconds", "2"]
     cmd += ["--seed", "11", "--size", "64", "--crop-size", "32", "--workers", "1", "--no-progress"]
     subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def talking_clip(tmp_path_factory, carphone_mp4, speech_wav) -> Path:
+    """40 frames of the real carphone clip then 15 face-less grey frames (29.97 fps), with speech."""
+    src = read_all(carphone_mp4)
+    frames = src.frames[:40]
+    grey = np.full((15, *frames.shape[1:]), 128, np.uint8)
+    allf = np.concatenate([frames, grey])  # (55, 144, 176, 3)
+    times = np.arange(len(allf)) * 1001 / 30000
+    out = tmp_path_factory.mktemp("clips") / "talk.mp4"
+    with VideoWriter(out, width=176, height=144, fps=30000 / 1001, audio=speech_wav, crf=12) as w:
+        w.write(allf, times)
     return out

@@ -83,7 +83,13 @@ def test_configs_defaults_and_strict_loading():
     }
     with pytest.raises(Diff2LipError, match="unknown diffusion prediction 'x'"):
         from_dict(DiffusionConfig, {"prediction": "x"})
-    assert to_dict(SamplingConfig()) == {"sampler": "ddim", "steps": 25, "eta": 0.0, "clip_denoised": True}
+    assert to_dict(SamplingConfig()) == {
+        "sampler": "ddim",
+        "steps": 25,
+        "eta": 0.0,
+        "clip_denoised": True,
+        "timesteps": None,  # only a distilled student has its own
+    }
     cfg = from_dict(SamplingConfig, {"sampler": "dpmpp", "steps": 12})
     assert cfg.sampler == "dpmpp" and cfg.steps == 12
     with pytest.raises(Diff2LipError, match="unknown config key 'step'"):

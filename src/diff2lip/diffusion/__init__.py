@@ -14,6 +14,7 @@ from diff2lip.diffusion.samplers import (
     dpmpp_2m_sample,
     dpmpp_timesteps,
     sample,
+    sampler_timesteps,
 )
 from diff2lip.diffusion.schedule import (
     DiffusionConfig,
@@ -39,5 +40,6 @@ __all__ = [
     "masked_mean_flat",
     "normal_kl",
     "sample",
+    "sampler_timesteps",
     "space_timesteps",
 ]

@@ -10,7 +10,10 @@ returns (B, 2C, H, W) (ε and the learned-range v) or (B, C, H, W) when sigma is
   re-derived from it, ᾱ_prev = 1 after the last step).
 - :func:`ddpm_sample`: ancestral sampling with the learned variance (guided-diffusion ``p_sample_loop``).
 - :func:`dpmpp_2m_sample`: DPM-Solver++(2M) (Lu et al. 2022), data prediction, for 10–15 steps.
-- :func:`sample`: dispatch on a :class:`~diff2lip.diffusion.schedule.SamplingConfig`.
+- ``distilled``: a ``diff2lip distill`` student — deterministic DDIM at the student's own timesteps
+  (:class:`~diff2lip.diffusion.schedule.SamplingConfig` ``timesteps``).
+- :func:`sample`: dispatch on a :class:`~diff2lip.diffusion.schedule.SamplingConfig`;
+  :func:`sampler_timesteps`: where a config evaluates the model.
 
 ``callback(step_index, num_steps, x_t, pred_x0)`` is called after every step (step_index from 0) with the
 new sample and that step's x̂_0, e.g. for previews.
@@ -215,6 +218,22 @@ def dpmpp_2m_sample(
     return x
 
 
+def sampler_timesteps(base_diffusion: GaussianDiffusion, cfg: SamplingConfig) -> np.ndarray:
+    """The original timesteps where ``cfg`` evaluates the model, in evaluation order (descending), int64."""
+    t_total = base_diffusion.num_timesteps
+    if cfg.sampler == "ddim":
+        keep = space_timesteps(t_total, f"ddim{cfg.steps}")
+    elif cfg.sampler == "ddpm":
+        keep = space_timesteps(t_total, str(cfg.steps))
+    elif cfg.sampler == "dpmpp":
+        return dpmpp_timesteps(base_diffusion, cfg.steps)
+    elif cfg.sampler == "distilled":
+        keep = set(cfg.timesteps or [])
+    else:
+        raise Diff2LipError(f"unknown sampler '{cfg.sampler}' (expected ddim, ddpm, dpmpp or distilled)")
+    return np.array(sorted(keep, reverse=True), dtype=np.int64)
+
+
 def sample(
     model_fn: ModelFn,
     base_diffusion: GaussianDiffusion,
@@ -229,6 +248,7 @@ def sample(
     ``ddim``: DDIM on ``respace(space_timesteps(T, f"ddim{steps}"))`` (the paper: steps 25, eta 0).
     ``ddpm``: ancestral on ``respace(space_timesteps(T, str(steps)))`` with ``generator``.
     ``dpmpp``: DPM-Solver++(2M) with ``steps`` model evaluations, uniform in log-SNR.
+    ``distilled``: DDIM (eta 0) on ``respace(cfg.timesteps)``: a student's K steps.
     """
     t_total = base_diffusion.num_timesteps
     if cfg.sampler == "ddim":
@@ -256,4 +276,9 @@ def sample(
             clip_denoised=cfg.clip_denoised,
             callback=callback,
         )
-    raise Diff2LipError(f"unknown sampler '{cfg.sampler}' (expected ddim, ddpm or dpmpp)")
+    if cfg.sampler == "distilled":
+        spaced = base_diffusion.respace(sampler_timesteps(base_diffusion, cfg))
+        return ddim_sample(
+            model_fn, spaced, noise, eta=0.0, clip_denoised=cfg.clip_denoised, callback=callback
+        )
+    raise Diff2LipError(f"unknown sampler '{cfg.sampler}' (expected ddim, ddpm, dpmpp or distilled)")

@@ -8,6 +8,7 @@ with DDIM over ``space_timesteps(1000, "ddim25")`` = {0, 40, ..., 960}. Semantic
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 from diff2lip.errors import Diff2LipError
 
 SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("ddim", "ddpm", "dpmpp")
+SAMPLERS = ("ddim", "ddpm", "dpmpp", "distilled")
 #: what the model predicts: the noise (the paper) or the velocity v (Salimans & Ho 2022)
 PREDICTIONS = ("epsilon", "v")
 
@@ -59,14 +60,18 @@ class SamplingConfig:
     """How to sample at inference time.
 
     ``sampler``: ``ddim`` (the paper's, DESIGN.md §3), ``ddpm`` (ancestral with the learned variance) or
-    ``dpmpp`` (DPM-Solver++(2M), good at 10–15 steps). ``steps`` is the number of model evaluations;
-    ``eta`` only affects DDIM (0 = deterministic); ``clip_denoised`` clamps the predicted x0 to [-1, 1].
+    ``dpmpp`` (DPM-Solver++(2M), good at 10–15 steps) or ``distilled`` (a few-step student of
+    ``diff2lip distill``: deterministic DDIM steps at exactly the original ``timesteps`` it was distilled on,
+    descending, one per step). ``steps`` is the number of model evaluations; ``eta`` only affects DDIM
+    (0 = deterministic); ``clip_denoised`` clamps the predicted x0 to [-1, 1].
     """
 
     sampler: str = "ddim"
     steps: int = 25
     eta: float = 0.0
     clip_denoised: bool = True
+    #: ``distilled`` only: the original timesteps where the student is evaluated (descending, ``steps`` of them)
+    timesteps: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -75,6 +80,24 @@ class SamplingConfig:
             raise Diff2LipError(f"sampling steps must be >= 1, got {self.steps}")
         if self.eta < 0:
             raise Diff2LipError(f"sampling eta must be >= 0, got {self.eta}")
+        if self.sampler == "distilled":
+            ts = self.timesteps
+            if ts is None:
+                raise Diff2LipError(
+                    "sampler 'distilled' needs the student's timesteps (only a `diff2lip distill` model has them)"
+                )
+            if (
+                len(ts) != self.steps
+                or any(int(a) <= int(b) for a, b in itertools.pairwise(ts))
+                or min(ts) < 0
+            ):
+                raise Diff2LipError(
+                    f"sampling.timesteps must be {self.steps} descending timesteps >= 0, got {list(ts)}"
+                )
+        elif self.timesteps is not None:
+            raise Diff2LipError(
+                f"sampling.timesteps is for the 'distilled' sampler only, not '{self.sampler}'"
+            )
 
 
 def betas_for_alpha_bar(num_timesteps: int, alpha_bar, max_beta: float = 0.999) -> np.ndarray:

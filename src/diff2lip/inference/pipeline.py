@@ -206,7 +206,8 @@ class Diff2LipPipeline:
             mels: (N, 80, 16) mel windows, one per frame (DESIGN.md §3).
             refs: (N, S, S, 3) uint8 reference crops; ``None`` → each frame is its own reference.
             noise: the shared (1, 3, S, S) noise; default :func:`shared_noise` of ``seed``.
-            sampler, steps: override the pipeline's sampling settings.
+            sampler, steps: override the pipeline's sampling settings (a distilled student refuses any
+                other than its own).
             batch_size: frames per UNet call, or ``"auto"`` (16 on GPU, 4 on CPU — where larger batches
                 are no cheaper per frame — halved on OOM).
             generator: randomness for stochastic samplers (DDPM, DDIM with eta > 0).
@@ -226,6 +227,14 @@ class Diff2LipPipeline:
         if n == 0:
             return np.zeros((0, s, s, 3), np.uint8)
         cfg = self.sampling
+        if cfg.sampler == "distilled" and (
+            sampler not in (None, "distilled") or steps not in (None, cfg.steps)
+        ):
+            raise Diff2LipError(
+                f"this model is a {cfg.steps}-step student (diff2lip distill): it samples only with its own "
+                f"{cfg.steps} steps, not --sampler {sampler or cfg.sampler} --steps {steps or cfg.steps} "
+                "(drop those flags, or use its teacher for other samplers)"
+            )
         if sampler is not None or steps is not None:
             cfg = replace(cfg, sampler=sampler or cfg.sampler, steps=steps or cfg.steps)
             cfg = from_dict(SamplingConfig, {k: getattr(cfg, k) for k in cfg.__dataclass_fields__})

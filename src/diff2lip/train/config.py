@@ -27,6 +27,7 @@ from diff2lip.models.discriminator import DiscriminatorConfig
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DistillConfig",
     "LPIPSConfig",
     "LossConfig",
     "OptimConfig",
@@ -198,6 +199,25 @@ class RunConfig:
 
 
 @dataclass
+class DistillConfig:
+    """``diff2lip distill`` (:mod:`diff2lip.train.distill`): the teacher and the student's step count.
+
+    ``teacher_dir`` is a model directory (its ``config.json`` fixes the student's ``model`` and
+    ``diffusion``); the teacher samples with ``teacher_sampler`` / ``teacher_steps`` (default: its own
+    ``sampling`` section; it must be deterministic: ``ddim`` with eta 0 or ``dpmpp``). The student takes
+    ``steps`` (K) DDIM steps at K of the teacher's evaluation timesteps. ``cross_audio_fraction`` of the
+    samples are driven by another sample's speech (the teacher needs no ground truth, and the cross setting
+    is how users dub). ``diff2lip train`` ignores this section.
+    """
+
+    teacher_dir: str | None = None
+    steps: int = 2
+    teacher_sampler: str | None = None
+    teacher_steps: int | None = None
+    cross_audio_fraction: float = 0.5
+
+
+@dataclass
 class TrainConfig:
     """Everything ``diff2lip train`` reads (see the module docstring)."""
 
@@ -209,6 +229,7 @@ class TrainConfig:
     losses: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> TrainConfig:
         """Cross-section checks; one-line :class:`Diff2LipError` naming the key."""
@@ -256,6 +277,10 @@ class TrainConfig:
             errs.append("train.high_t_fraction must lie in [0, 1]")
         if not 0 <= r.high_t_min < self.diffusion.num_timesteps:
             errs.append("train.high_t_min must lie in [0, diffusion.num_timesteps)")
+        if self.distill.steps < 1:
+            errs.append(f"distill.steps must be >= 1, got {self.distill.steps}")
+        if not 0.0 <= self.distill.cross_audio_fraction <= 1.0:
+            errs.append("distill.cross_audio_fraction must lie in [0, 1]")
         for name in ("log_every", "image_every", "checkpoint_every", "export_every", "keep_checkpoints"):
             if getattr(r, name) < 0:
                 errs.append(f"train.{name} must be >= 0")

@@ -49,7 +49,7 @@ from diff2lip.config import save_yaml, to_dict
 from diff2lip.data.train_dataset import Diff2LipTrainDataset, EpochBatchSampler
 from diff2lip.diffusion import GaussianDiffusion
 from diff2lip.errors import Diff2LipError
-from diff2lip.losses import TERMS, Diff2LipLoss, build_loss_networks, lower_half_mask
+from diff2lip.losses import TERMS, Diff2LipLoss, LossOutput, build_loss_networks, lower_half_mask
 from diff2lip.models.discriminator import SequencePatchDiscriminator
 from diff2lip.models.unet import Diff2LipUNet
 from diff2lip.train.config import TrainConfig
@@ -299,6 +299,22 @@ class Trainer:
         ss = np.random.SeedSequence((self.cfg.train.seed, self.rank, micro_batch))
         return int(ss.generate_state(1, dtype=np.uint64)[0] >> 1)
 
+    def generator_loss(self, inp: dict[str, torch.Tensor]) -> LossOutput:
+        """The UNet's forward pass on a prepared micro-batch and its weighted loss (paper eq. 9)."""
+        with self._autocast():
+            out = self.unet_ddp(inp["x_t"], inp["t"], inp["cond"], self.mask, inp["ref"], inp["mels"])
+        return self.loss_fn(
+            out.float(),
+            x0=inp["x0"],
+            x_t=inp["x_t"],
+            t=inp["t"],
+            noise=inp["noise"],
+            mask=self.mask,
+            sync_mel=inp["sync_mel"],
+            discriminator=self.disc,
+            step=self.step,
+        )
+
     def _set_disc_grad(self, flag: bool) -> None:
         if self.disc is not None:
             self.disc.requires_grad_(flag)
@@ -322,19 +338,7 @@ class Trainer:
             sync_g = self.unet_ddp.no_sync() if (self.world_size > 1 and not final) else nullcontext()
             with sync_g:
                 self._set_disc_grad(False)
-                with self._autocast():
-                    out = self.unet_ddp(inp["x_t"], inp["t"], inp["cond"], self.mask, inp["ref"], inp["mels"])
-                losses = self.loss_fn(
-                    out.float(),
-                    x0=inp["x0"],
-                    x_t=inp["x_t"],
-                    t=inp["t"],
-                    noise=inp["noise"],
-                    mask=self.mask,
-                    sync_mel=inp["sync_mel"],
-                    discriminator=self.disc,
-                    step=self.step,
-                )
+                losses = self.generator_loss(inp)
                 self.scaler.scale(losses.total / accum).backward()
             for k, v in losses.terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
@@ -470,6 +474,10 @@ class Trainer:
         self.load_checkpoint(load_checkpoint(p))
         return p
 
+    def export_extra(self) -> dict[str, Any]:
+        """Provenance written into the exported ``config.json``'s ``extra``."""
+        return {"source": "diff2lip train", "step": self.step, "version": __version__}
+
     def export(self, out_dir: str | Path | None = None) -> Path:
         """Write the EMA weights as ``config.json`` + ``model.safetensors`` (loadable by ``generate``)."""
         from diff2lip.models.serialization import save_pretrained
@@ -480,7 +488,7 @@ class Trainer:
             out,
             diffusion=to_dict(self.cfg.diffusion),
             sampling=to_dict(self.cfg.sampling),
-            extra={"source": "diff2lip train", "step": self.step, "version": __version__},
+            extra=self.export_extra(),
             dtype=self.cfg.train.export_dtype,
         )
 
@@ -499,9 +507,8 @@ class Trainer:
 
     def _log_step(self, r: StepResult) -> None:
         w = self._tb()
-        for k in TERMS:
-            if k in r.terms:
-                w.add_scalar(f"loss/{k}", r.terms[k], r.step)
+        for k in [*(k for k in TERMS if k in r.terms), *(k for k in r.terms if k not in TERMS)]:
+            w.add_scalar(f"loss/{k}", r.terms[k], r.step)
         w.add_scalar("loss/total", r.total, r.step)
         if r.disc is not None:
             w.add_scalar("loss/disc", r.disc, r.step)
