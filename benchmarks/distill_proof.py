@@ -77,13 +77,12 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 
 def table(args: argparse.Namespace) -> int:
-    from diff2lip.demo import bundled_model_dir
     from diff2lip.evaluation.lipsync_check import cross_setting_check
     from diff2lip.evaluation.metrics import psnr, ssim
     from diff2lip.inference.pipeline import Diff2LipPipeline
+    from diff2lip.train.distill import resolve_teacher
 
-    teacher_dir = bundled_model_dir() if args.teacher == "demo" else Path(args.teacher)
-    teacher = Diff2LipPipeline.from_pretrained(teacher_dir, device="cpu")
+    teacher = Diff2LipPipeline.from_pretrained(resolve_teacher(args.teacher), device="cpu")
     rows: list[dict[str, Any]] = [
         {
             "name": f"{'DDIM' if s == 'ddim' else 'DPM-Solver++'} {n}",
@@ -219,13 +218,11 @@ def paper_pipelines(ks: list[int]) -> list[tuple[str, Any, str | None, int | Non
 
 
 def speed(args: argparse.Namespace) -> int:
-    from diff2lip.demo import bundled_model_dir
     from diff2lip.inference.pipeline import Diff2LipPipeline
+    from diff2lip.train.distill import resolve_teacher
 
     students = parse_students(args.student)
-    teacher = Diff2LipPipeline.from_pretrained(
-        bundled_model_dir() if args.teacher == "demo" else args.teacher, device="cpu"
-    )
+    teacher = Diff2LipPipeline.from_pretrained(resolve_teacher(args.teacher), device="cpu")
     groups = {
         "synthetic": [("teacher DPM-Solver++ 10", teacher, "dpmpp", 10)]
         + [
@@ -259,9 +256,61 @@ def speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def ship(args: argparse.Namespace) -> int:
+    """Re-save a student as fp16 into ``--out`` (the package's ``assets/demo_model`` when shipping), with its record.
+
+    With ``--keep-teacher`` the bundled model it was distilled from is first copied to
+    ``assets/demo_teacher`` (once), so the teacher rows of ``table`` and ``diff2lip distill demo-teacher``
+    still work from a clean checkout.
+    """
+    import shutil
+
+    from diff2lip.demo import bundled_model_dir, bundled_teacher_dir
+    from diff2lip.models.serialization import load_pretrained, save_pretrained
+
+    (k, src), *_ = parse_students(args.student)
+    row = next(r for r in json.loads(Path(args.table).read_text())["rows"] if r["name"] == f"student K = {k}")
+    if args.keep_teacher and not (bundled_teacher_dir() / "config.json").is_file():
+        shutil.copytree(bundled_model_dir(), bundled_teacher_dir())
+    pm = load_pretrained(src)
+    extra = {
+        **pm.config_dict.get("extra", {}),
+        "teacher": "demo-teacher (assets/demo_teacher: the bundled model before distillation)",
+        "distilled_with": args.trained_with,
+        "distill_minutes": args.minutes,
+        "meets_targets": bool(row["r"] >= 0.85 and row["r_shuffled"] <= 0.1 and row["upper_identical"]),
+        "heldout_r": round(row["r"], 4),
+        "heldout_r_shuffled": round(row["r_shuffled"], 4),
+        "recon_psnr_db": round(row["psnr"], 2),
+        "psnr_vs_teacher_db": round(row["psnr_vs_teacher"], 2),
+    }
+    out = Path(args.out) if args.out else bundled_model_dir()
+    save_pretrained(
+        pm.model,
+        out,
+        diffusion=pm.config_dict["diffusion"],
+        sampling=pm.config_dict["sampling"],
+        extra=extra,
+        dtype="fp16",
+    )
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"shipped {src} as fp16 → {out} ({size / 2**20:.1f} MiB); meets_targets {extra['meets_targets']}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("ship", help="re-save a student as fp16 (the bundled demo model by default)")
+    p.add_argument("--student", action="append", required=True, metavar="K=DIR")
+    p.add_argument("--table", required=True, help="the table's --json output with the student's row")
+    p.add_argument("--trained-with", required=True, help="the distill command line")
+    p.add_argument("--minutes", type=float, required=True, help="its wall-clock minutes")
+    p.add_argument(
+        "--keep-teacher", action="store_true", help="copy the current bundled model to demo_teacher"
+    )
+    p.add_argument("--out", default=None, help="default: the package's assets/demo_model")
+    p.set_defaults(func=ship, corpus=None)
     for name, fn in (("table", table), ("speed", speed)):
         p = sub.add_parser(name)
         p.add_argument("--corpus", required=True, help="a diff2lip synth corpus (its test split)")
@@ -293,7 +342,7 @@ def main() -> int:
             p.add_argument("--paper-frames", type=int, default=2, help="frames of the paper-size UNet")
             p.add_argument("--skip-paper", action="store_true")
     args = ap.parse_args()
-    if not (Path(args.corpus) / "filelists" / "test.txt").is_file():
+    if args.corpus is not None and not (Path(args.corpus) / "filelists" / "test.txt").is_file():
         sys.exit(f"distill_proof: {args.corpus}: not a diff2lip synth corpus (no filelists/test.txt)")
     return args.func(args)
 

@@ -44,6 +44,7 @@ __all__ = [
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 """The package's bundled files (see ``assets/README.md``)."""
 DEMO_MODEL = "demo_model"
+DEMO_TEACHER = "demo_teacher"
 DEFAULT_TEXT = "Hello! This face was drawn by a computer, and its lips follow my words."
 """What the demo says when no ``--text`` or ``--audio`` is given."""
 VOICE = "en-us"
@@ -80,6 +81,11 @@ class DemoResult:
 def bundled_model_dir() -> Path:
     """Where the bundled demo model lives: ``<package>/assets/demo_model``."""
     return ASSETS_DIR / DEMO_MODEL
+
+
+def bundled_teacher_dir() -> Path:
+    """The model the bundled demo model was distilled from (``diff2lip distill demo-teacher``)."""
+    return ASSETS_DIR / DEMO_TEACHER
 
 
 def _checkpoint(checkpoint: str | Path | None) -> Path:

@@ -109,6 +109,21 @@ def build_loss_networks(
     return syncnet, lpips
 
 
+def motion_weight(frames: torch.Tensor, m: torch.Tensor, nframes: int, strength: float) -> torch.Tensor:
+    """Per-pixel weights ``1 + strength·motion`` (B·F, 1, S, S) of ``frames`` (B·F, 3, S, S) in samples of ``nframes``.
+
+    ``motion`` is each pixel's standard deviation over its sample's frames (mean over RGB) divided by its
+    mean over the mask ``m`` (B·F, 1, S, S): the pixels that move within the sample (the speech-driven mouth
+    and jaw) count more than the static lower face. Shared by the sample's frames.
+    """
+    bf, c, s, _ = frames.shape
+    f = nframes
+    motion = frames.view(bf // f, f, c, s, s).std(dim=1).mean(dim=1, keepdim=True)  # (B, 1, S, S)
+    motion = motion / masked_mean_flat(motion, m[::f]).clamp(min=1e-6).view(-1, 1, 1, 1)
+    weight = 1.0 + strength * motion  # (B, 1, S, S)
+    return weight.repeat_interleave(f, dim=0)  # (B·F, 1, S, S)
+
+
 class Diff2LipLoss:
     """Computes paper eq. 9 from one UNet forward pass.
 
@@ -228,12 +243,7 @@ class Diff2LipLoss:
         cfg = self.cfg
         err = (x0_clamped - x0) ** 2 if cfg.l2_snr_cap <= 0 else (x0_raw - x0) ** 2  # (B·F, 3, S, S)
         if cfg.l2_motion_weight > 0:
-            bf, _, s, _ = x0.shape
-            f = self.nframes
-            motion = x0.view(bf // f, f, 3, s, s).std(dim=1).mean(dim=1, keepdim=True)  # (B, 1, S, S)
-            motion = motion / masked_mean_flat(motion, m[::f]).clamp(min=1e-6).view(-1, 1, 1, 1)
-            weight = 1.0 + cfg.l2_motion_weight * motion[:, None]  # (B, 1, 1, S, S), shared by the F frames
-            err = (err.view(bf // f, f, 3, s, s) * weight).view(bf, 3, s, s)
+            err = err * motion_weight(x0, m, self.nframes, cfg.l2_motion_weight)
         per_frame = masked_mean_flat(err, m)  # (B·F,)
         if cfg.l2_snr_cap > 0:
             abar = self.diffusion.extract("alphas_cumprod", t, x0).flatten()  # (B·F,)

@@ -187,7 +187,7 @@ def test_cli_distill_then_generate_uses_k_passes(
     [
         ("missing", [], "teacher not found"),
         (None, ["--steps", "4"], "fewer steps than its teacher's 4"),
-        (None, ["--set", "model.model_channels=64"], "the student must have the teacher's architecture"),
+        (None, ["--set", "model.model_channels=64"], "teacher's architecture: model.model_channels is 64"),
         (None, ["--data-dir", "EMPTY"], "no filelist for split 'train'"),
     ],
 )
@@ -219,3 +219,15 @@ def test_packaged_distill_configs_load(tiny_model_dir):
     assert (paper.distill.teacher_sampler, paper.distill.teacher_steps) == ("ddim", 25)
     with pytest.raises(Diff2LipError, match="lambda_gan"):
         load_distill_config("distill_tiny", tiny_model_dir, ["losses.lambda_gan=0.5"])
+
+
+def test_motion_weight_counts_the_pixels_that_move_more(tmp_path, tiny_model_dir, tiny_data_dir):
+    d = make(tmp_path / "run", tiny_model_dir, tiny_data_dir, ["distill.motion_weight=4"])
+    inp = d.prepare(d._next_batch())
+    with torch.no_grad():
+        weighted = float(d.generator_loss(inp).total)
+        d.cfg.distill.motion_weight = 0.0
+        plain = float(d.generator_loss(inp).total)
+    assert weighted > plain > 0  # every weight is >= 1, the moving pixels' > 1
+    with pytest.raises(Diff2LipError, match="motion_weight"):
+        make(tmp_path / "bad", tiny_model_dir, tiny_data_dir, ["distill.motion_weight=-1"])

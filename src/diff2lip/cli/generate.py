@@ -107,9 +107,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the paper's reconstruction benchmark: the first face frame is the input and reference of every frame",
     )
     g.add_argument(
-        "--sampler", choices=["ddim", "ddpm", "dpmpp"], default=None, help="default: the checkpoint's (ddim)"
+        "--sampler",
+        choices=["ddim", "ddpm", "dpmpp"],
+        default=None,
+        help="default: the checkpoint's sampling section (the paper: ddim 25; a `diff2lip distill` student "
+        "samples only with its own K steps)",
     )
-    g.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's, 25)")
+    g.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
     g.add_argument(
         "--seed", type=int, default=None, help="seed of the noise shared by all frames (default 7)"
     )

@@ -207,7 +207,10 @@ class DistillConfig:
     ``sampling`` section; it must be deterministic: ``ddim`` with eta 0 or ``dpmpp``). The student takes
     ``steps`` (K) DDIM steps at K of the teacher's evaluation timesteps. ``cross_audio_fraction`` of the
     samples are driven by another sample's speech (the teacher needs no ground truth, and the cross setting
-    is how users dub). ``diff2lip train`` ignores this section.
+    is how users dub). ``motion_weight`` > 0 weights each lower-half pixel of the loss by
+    ``1 + motion_weight·m`` with ``m`` the pixel's motion across the sample's 5 frames in the teacher's output
+    (as ``losses.l2_motion_weight`` does with the ground truth): the mouth counts more than the static skin.
+    ``diff2lip train`` ignores this section.
     """
 
     teacher_dir: str | None = None
@@ -215,6 +218,7 @@ class DistillConfig:
     teacher_sampler: str | None = None
     teacher_steps: int | None = None
     cross_audio_fraction: float = 0.5
+    motion_weight: float = 0.0
 
 
 @dataclass
@@ -281,6 +285,8 @@ class TrainConfig:
             errs.append(f"distill.steps must be >= 1, got {self.distill.steps}")
         if not 0.0 <= self.distill.cross_audio_fraction <= 1.0:
             errs.append("distill.cross_audio_fraction must lie in [0, 1]")
+        if self.distill.motion_weight < 0:
+            errs.append("distill.motion_weight must be >= 0")
         for name in ("log_every", "image_every", "checkpoint_every", "export_every", "keep_checkpoints"):
             if getattr(r, name) < 0:
                 errs.append(f"train.{name} must be >= 0")

@@ -17,7 +17,8 @@ with a prediction x̂0 gives ``c_0·x̂0 + c_x·z_k`` with ``c_x = σ_{k+1}/σ_k
     x̃0_k = (z_{k+1} − c_x·z_k) / c_0                     (Salimans & Ho 2022, eq. 8 / alg. 2)
 
 and the student, initialised from the teacher, is trained with the masked MSE between its x̂0 at
-``(z_k, s_k)`` and x̃0_k, for all K segments of every sample. Only the lower half (M) is compared: the
+``(z_k, s_k)`` and x̃0_k, for all K segments of every sample (optionally weighted towards the pixels that
+move across the sample's frames in the teacher's output, ``distill.motion_weight``). Only the lower half (M) is compared: the
 pipeline keeps the input's upper half bit for bit. The exported student samples with
 ``SamplingConfig(sampler="distilled", steps=K, timesteps=[s_0, …, s_{K−1}])``: plain DDIM on those steps.
 
@@ -35,9 +36,9 @@ import numpy as np
 import torch
 
 from diff2lip.config import from_dict, load_yaml, packaged_config_path, to_dict
-from diff2lip.diffusion import SamplingConfig, sample, sampler_timesteps
+from diff2lip.diffusion import DiffusionConfig, SamplingConfig, sample, sampler_timesteps
 from diff2lip.errors import Diff2LipError
-from diff2lip.losses import LossOutput
+from diff2lip.losses import LossOutput, motion_weight
 from diff2lip.models.config import UNetConfig
 from diff2lip.models.serialization import load_checkpoint, read_config_json
 from diff2lip.models.unet import Diff2LipUNet
@@ -53,11 +54,17 @@ UNUSED_LOSSES = ("lambda_sync", "lambda_lpips", "lambda_gan")
 
 
 def resolve_teacher(teacher: str | Path) -> Path:
-    """``demo`` → the bundled demo model; else a model directory with ``config.json`` (one-line error if not)."""
-    if str(teacher) == "demo":
-        from diff2lip.demo import bundled_model_dir
+    """``demo`` → the bundled demo model, ``demo-teacher`` → the model it was distilled from; else a model
+    directory with ``config.json`` (a one-line error if not)."""
+    from diff2lip.demo import bundled_model_dir, bundled_teacher_dir
 
-        return bundled_model_dir()
+    named = {"demo": bundled_model_dir(), "demo-teacher": bundled_teacher_dir()}
+    if str(teacher) in named:
+        if not (named[str(teacher)] / "config.json").is_file():
+            raise Diff2LipError(
+                f"the bundled '{teacher}' model is not installed in this build", named[str(teacher)]
+            )
+        return named[str(teacher)]
     p = Path(teacher)
     if not p.is_dir():
         raise Diff2LipError("teacher not found (expected a model directory with config.json, or 'demo')", p)
@@ -105,11 +112,11 @@ def load_distill_config(
     teacher = resolve_teacher(teacher_dir)
     doc = read_config_json(teacher)
     data = apply_overrides(load_yaml(p), overrides or [])
-    for section, cls in (("model", UNetConfig), ("diffusion", None)):
+    for section, cls in (("model", UNetConfig), ("diffusion", DiffusionConfig)):
         if section not in data:
             continue
-        mine = to_dict(from_dict(cls, data[section])) if cls is not None else data[section]
-        theirs = to_dict(from_dict(cls, doc.get(section, {}))) if cls is not None else doc.get(section, {})
+        theirs = to_dict(from_dict(cls, doc.get(section, {})))
+        mine = to_dict(from_dict(cls, {**theirs, **data[section]}))  # only the keys the YAML sets can differ
         diff = _first_difference(mine, theirs, section)
         if diff:
             raise Diff2LipError(f"the student must have the teacher's architecture: {diff}", p)
@@ -263,7 +270,10 @@ class Distiller(Trainer):
             out = self.unet_ddp(x, t, rep(inp["cond"]), self.mask, rep(inp["ref"]), rep(inp["mels"]))
         pred, _ = self.diffusion.split_model_output(out.float(), x.shape[1])
         x0_hat = self.diffusion.eps_and_x0(pred, x, t)[1].view(k, n, *x.shape[1:])  # (K, N, 3, S, S)
-        err = (x0_hat - target).pow(2) * self.mask  # lower half only
+        err = (x0_hat - target).pow(2) * self.mask  # (K, N, 3, S, S) lower half only
+        mw = self.cfg.distill.motion_weight
+        if mw > 0:  # the pixels that move across the sample's frames in the teacher's output: the mouth
+            err = err * motion_weight(states[-1], self.mask, inp["frames"].shape[1], mw)
         per_step = err.sum(dim=(1, 2, 3, 4)) / (self.mask.sum() * n * x.shape[1])  # (K,)
         total = per_step.mean()
         terms = {f"distill_step{i}": per_step[i].detach() for i in range(k)}
