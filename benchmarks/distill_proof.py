@@ -26,6 +26,7 @@ split of a ``diff2lip synth`` corpus (unseen faces and voices):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 QUALITY = ("r", "r_per_pair", "r_shuffled", "upper_identical", "psnr", "ssim", "psnr_vs_teacher")
+UPPER = {True: "identical", False: "DIFFERS", None: "not recorded"}
 TEACHER_ROWS = [("ddim", 25), ("ddim", 10), ("ddim", 5), ("dpmpp", 25), ("dpmpp", 10), ("dpmpp", 5)]
 
 
@@ -102,6 +104,16 @@ def table(args: argparse.Namespace) -> int:
                 "model": str(d),
             }
         )
+        if args.untrained:  # the teacher's weights on the student's grid: what the distillation itself adds
+            student = rows[-1]["pipe"]
+            rows.append(
+                {
+                    "name": f"teacher on the K = {k} grid (untrained)",
+                    "pipe": dataclasses.replace(teacher, sampling=student.sampling),
+                    "sampler": None,
+                    "steps": None,
+                }
+            )
     if args.only:
         rows = [r for r in rows if r["name"] in args.only]
     faces, mels, refs = recon_inputs(args.corpus, args.recon_clips, args.recon_frames)
@@ -152,6 +164,8 @@ def table(args: argparse.Namespace) -> int:
                 np.mean(np.minimum(psnr(lower(gen), lower(reference)), 99.0))
             ),  # 99: identical
         )
+        if args.json:  # after every row, so a stopped run keeps what it measured
+            write_json(args, rows)
         print(
             f"{r['name']}: r {r['r']:.3f} shuffled {r['r_shuffled']:.3f} PSNR {r['psnr']:.2f} "
             f"SSIM {r['ssim']:.4f} vs teacher {r['psnr_vs_teacher']:.2f}",
@@ -175,15 +189,18 @@ def table(args: argparse.Namespace) -> int:
         vs_teacher = "(the reference)" if r["psnr_vs_teacher"] >= 99 else f"{r['psnr_vs_teacher']:.2f}"
         print(
             f"| {r['name']} | {r['passes']} | {num(sec, '.3f')} | {speed} | {r['r']:.3f} | "
-            f"{r['r_shuffled']:.3f} | {'identical' if r['upper_identical'] else 'DIFFERS'} | {r['psnr']:.2f} | "
+            f"{r['r_shuffled']:.3f} | {UPPER[r['upper_identical']]} | {r['psnr']:.2f} | "
             f"{r['ssim']:.4f} | {vs_teacher} |"
         )
     if args.json:
-        keep = [{k: v for k, v in r.items() if k != "pipe"} for r in rows]
-        Path(args.json).write_text(
-            json.dumps({"settings": vars(args) | {"func": None}, "rows": keep}, indent=2)
-        )
+        write_json(args, rows)
     return 0
+
+
+def write_json(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """Every measured row (quality, and timing when measured) and the settings, as JSON."""
+    keep = [{k: v for k, v in r.items() if k != "pipe"} for r in rows if "r" in r]
+    Path(args.json).write_text(json.dumps({"settings": vars(args) | {"func": None}, "rows": keep}, indent=2))
 
 
 def paper_pipelines(ks: list[int]) -> list[tuple[str, Any, str | None, int | None]]:
@@ -202,7 +219,7 @@ def paper_pipelines(ks: list[int]) -> list[tuple[str, Any, str | None, int | Non
     teacher = Diff2LipPipeline(
         model, diffusion, SamplingConfig("dpmpp", 10), torch.device("cpu"), channels_last=True
     )
-    out = [("paper UNet DDIM 25", teacher, "ddim", 25), ("paper UNet DPM-Solver++ 10", teacher, "dpmpp", 10)]
+    out = [("paper UNet DPM-Solver++ 10", teacher, "dpmpp", 10)]
     ts = dpmpp_timesteps(diffusion, 10)
     for k in ks:
         sampling = SamplingConfig("distilled", k, timesteps=[int(ts[j]) for j in student_segments(ts, k)])
@@ -333,13 +350,16 @@ def main() -> int:
             p.add_argument("--json", default=None, help="also write every number here")
             p.add_argument("--no-timing", action="store_true", help="quality columns only")
             p.add_argument(
+                "--untrained", action="store_true", help="also the teacher's weights on each student's grid"
+            )
+            p.add_argument(
                 "--reuse",
                 default=None,
                 help="take the quality columns of rows of this --json output (same name)",
             )
         else:
             p.add_argument("--frames", type=int, default=40, help="frames of the synthetic model")
-            p.add_argument("--paper-frames", type=int, default=2, help="frames of the paper-size UNet")
+            p.add_argument("--paper-frames", type=int, default=1, help="frames of the paper-size UNet")
             p.add_argument("--skip-paper", action="store_true")
     args = ap.parse_args()
     if args.corpus is not None and not (Path(args.corpus) / "filelists" / "test.txt").is_file():

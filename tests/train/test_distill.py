@@ -82,6 +82,10 @@ def test_teacher_states_follow_the_teachers_own_sampler(tmp_path, tiny_model_dir
     n0 = states[0]
     assert torch.equal(n0[0], n0[4]) and not torch.equal(n0[0], n0[5])
     assert torch.equal(inp["cond"] * d.mask, n0 * d.mask)
+    # distill.self_reference_fraction: 1 → every frame is its own reference (generate's default)
+    own = make(tmp_path / "own", tiny_model_dir, tiny_data_dir, ["distill.self_reference_fraction=1"])
+    own_inp = own.prepare(own._next_batch())
+    assert torch.equal(own_inp["ref"], own_inp["x0"]) and not torch.equal(inp["ref"], inp["x0"])
     # the last state is what the teacher's pipeline produces from the same inputs
     teacher = load_checkpoint(tiny_model_dir).model
     style = teacher.encode_audio(inp["mels"])

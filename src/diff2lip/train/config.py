@@ -210,6 +210,8 @@ class DistillConfig:
     is how users dub). ``motion_weight`` > 0 weights each lower-half pixel of the loss by
     ``1 + motion_weight·m`` with ``m`` the pixel's motion across the sample's 5 frames in the teacher's output
     (as ``losses.l2_motion_weight`` does with the ground truth): the mouth counts more than the static skin.
+    ``self_reference_fraction`` of the samples use each frame as its own reference (``generate``'s default,
+    ``--reference self``, and the paper's cross setting) instead of another frame of the clip.
     ``diff2lip train`` ignores this section.
     """
 
@@ -219,6 +221,7 @@ class DistillConfig:
     teacher_steps: int | None = None
     cross_audio_fraction: float = 0.5
     motion_weight: float = 0.0
+    self_reference_fraction: float = 0.0
 
 
 @dataclass
@@ -283,8 +286,9 @@ class TrainConfig:
             errs.append("train.high_t_min must lie in [0, diffusion.num_timesteps)")
         if self.distill.steps < 1:
             errs.append(f"distill.steps must be >= 1, got {self.distill.steps}")
-        if not 0.0 <= self.distill.cross_audio_fraction <= 1.0:
-            errs.append("distill.cross_audio_fraction must lie in [0, 1]")
+        for name in ("cross_audio_fraction", "self_reference_fraction"):
+            if not 0.0 <= getattr(self.distill, name) <= 1.0:
+                errs.append(f"distill.{name} must lie in [0, 1]")
         if self.distill.motion_weight < 0:
             errs.append("distill.motion_weight must be >= 0")
         for name in ("log_every", "image_every", "checkpoint_every", "export_every", "keep_checkpoints"):

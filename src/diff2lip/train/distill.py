@@ -243,6 +243,10 @@ class Distiller(Trainer):
         if b > 1:  # cross samples take the next sample's speech
             mels = torch.where(cross[:, None, None, None], mels.roll(1, dims=0), mels)
         mels = mels.reshape(b * f, *mels.shape[2:])  # (B·F, 80, 16)
+        own = torch.rand((b,), generator=g, device=dev) < self.cfg.distill.self_reference_fraction  # (B,)
+        ref = torch.where(
+            own.repeat_interleave(f)[:, None, None, None], x0, ref
+        )  # each frame its own reference
         cond = x0 * (1.0 - self.mask) + noise * self.mask
         states = self.teacher_states(noise, cond, ref, mels)
         return {
