@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from diff2lip.cli.train import add_run_arguments, fit_run, run_overrides
+
 ORDER = 56
 
 EPILOG = """\
@@ -51,39 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--steps", type=int, default=None, metavar="K", help="student steps (default: the config's, 2)"
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in RUN_DIR")
-    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="override train.max_steps")
-    p.add_argument("--data-dir", "--data", dest="data_dir", default=None, help="override data.data_dir")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set optim.lr=1e-5 (repeatable; values parsed as YAML)",
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from diff2lip.data import layout
     from diff2lip.errors import Diff2LipError
-    from diff2lip.train.checkpoint import latest_checkpoint
     from diff2lip.train.distill import Distiller, load_distill_config
-    from diff2lip.train.distributed import cleanup_distributed, init_distributed
 
-    overrides = list(args.set)
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={args.data_dir}")
+    overrides = run_overrides(args)
     if args.steps is not None:
         overrides.append(f"distill.steps={args.steps}")
-    if args.max_steps is not None:
-        if args.max_steps < 0:
-            raise Diff2LipError(f"--max-steps must be >= 0, got {args.max_steps}")
-        overrides.append(f"train.max_steps={args.max_steps}")
-    if args.quiet:
-        overrides.append("train.progress=false")
     cfg = load_distill_config(args.config, args.teacher, overrides)
     if cfg.data.data_dir is None:
         raise Diff2LipError(
@@ -92,32 +73,13 @@ def run(args: argparse.Namespace) -> int:
     if not layout.read_filelist(cfg.data.data_dir, cfg.data.split):
         raise Diff2LipError(f"no clips in the '{cfg.data.split}' split", Path(cfg.data.data_dir))
     run_dir = Path(args.out)
-    info = init_distributed(args.device)
-    try:
-        if latest_checkpoint(run_dir / "checkpoints") is not None and not args.resume:
-            raise Diff2LipError(
-                "the run directory already holds checkpoints; pass --resume to continue or choose another --out",
-                run_dir,
-            )
-        log = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else None
-        distiller = Distiller(cfg, run_dir, dist=info, log=log)
-        if info.is_main:
-            ts = distiller.student_timesteps
-            print(
-                f"distilling {cfg.distill.teacher_dir} ({distiller.teacher_sampling.sampler} "
-                f"{len(distiller.teacher_timesteps)} evaluations) into a {len(ts)}-step student at t = {ts}",
-                file=sys.stderr,
-            )
-        if args.resume:
-            used = distiller.resume()
-            if info.is_main:
-                print(f"resuming from {used} (step {distiller.step})", file=sys.stderr)
-        try:
-            summary = distiller.fit()
-        finally:
-            distiller.close()
-        if info.is_main and summary.model_dir is not None:
-            print(summary.model_dir)
-    finally:
-        cleanup_distributed()
-    return 0
+
+    def announce(d: Distiller) -> None:
+        ts = d.student_timesteps
+        print(
+            f"distilling {cfg.distill.teacher_dir} ({d.teacher_sampling.sampler} {len(d.teacher_timesteps)} "
+            f"evaluations) into a {len(ts)}-step student at t = {ts}",
+            file=sys.stderr,
+        )
+
+    return fit_run(args, run_dir, lambda info, log: Distiller(cfg, run_dir, dist=info, log=log), announce)

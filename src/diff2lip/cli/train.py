@@ -42,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<config name>)"
     )
+    p.add_argument("--syncnet", default=None, metavar="DIR", help="override losses.syncnet_dir")
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags ``train`` and ``distill`` share (one definition)."""
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in RUN_DIR")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="override train.max_steps")
     p.add_argument(
@@ -51,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="override data.data_dir (a prepared data directory)",
     )
-    p.add_argument("--syncnet", default=None, metavar="DIR", help="override losses.syncnet_dir")
     p.add_argument(
         "--set",
         action="append",
@@ -61,40 +67,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` plus the shortcut flags of :func:`add_run_arguments` as config overrides."""
     from diff2lip.errors import Diff2LipError
-    from diff2lip.train.config import load_train_config
-    from diff2lip.train.distributed import cleanup_distributed, init_distributed
-    from diff2lip.train.trainer import Trainer
 
     overrides = list(args.set)
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={args.data_dir}")
-    if args.syncnet is not None:
-        overrides.append(f"losses.syncnet_dir={args.syncnet}")
     if args.max_steps is not None:
         if args.max_steps < 0:
             raise Diff2LipError(f"--max-steps must be >= 0, got {args.max_steps}")
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.quiet:
         overrides.append("train.progress=false")
-    cfg = load_train_config(args.config, overrides)
-    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    return overrides
+
+
+def fit_run(args: argparse.Namespace, run_dir: Path, build, announce=None) -> int:
+    """Build the trainer (``build(dist_info, log)``) on every rank, resume if asked, fit, print the model dir."""
+    from diff2lip.errors import Diff2LipError
+    from diff2lip.train.checkpoint import latest_checkpoint
+    from diff2lip.train.distributed import cleanup_distributed, init_distributed
+
     info = init_distributed(args.device)
     try:
-        from diff2lip.train.checkpoint import latest_checkpoint
-
-        existing = latest_checkpoint(run_dir / "checkpoints")
-        if existing is not None and not args.resume:
+        if latest_checkpoint(run_dir / "checkpoints") is not None and not args.resume:
             raise Diff2LipError(
                 "the run directory already holds checkpoints; pass --resume to continue or choose another --out",
                 run_dir,
             )
         log = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else None
-        trainer = Trainer(cfg, run_dir, dist=info, log=log)
+        trainer = build(info, log)
+        if announce is not None and info.is_main:
+            announce(trainer)
         if args.resume:
             used = trainer.resume()
             if info.is_main:
@@ -108,3 +115,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cleanup_distributed()
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from diff2lip.train.config import load_train_config
+    from diff2lip.train.trainer import Trainer
+
+    overrides = run_overrides(args)
+    if args.syncnet is not None:
+        overrides.append(f"losses.syncnet_dir={args.syncnet}")
+    cfg = load_train_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    return fit_run(args, run_dir, lambda info, log: Trainer(cfg, run_dir, dist=info, log=log))
