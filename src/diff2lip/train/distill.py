@@ -169,12 +169,8 @@ class Distiller(Trainer):
         super().__init__(cfg, run_dir, device=device, dist=dist, log=log)
         loaded = load_checkpoint(d.teacher_dir, device=self.device)
         own = from_dict(SamplingConfig, loaded.config_dict.get("sampling", {}))
-        if (own.sampler, own.steps) == (d.teacher_sampler, d.teacher_steps):
-            teacher_sampling = own  # also a student teacher's own timesteps
-        else:
-            teacher_sampling = SamplingConfig(
-                sampler=d.teacher_sampler or "ddim", steps=d.teacher_steps or 25
-            )
+        same = (own.sampler, own.steps) == (d.teacher_sampler, d.teacher_steps)  # keeps a student's timesteps
+        teacher_sampling = own if same else SamplingConfig(sampler=d.teacher_sampler, steps=d.teacher_steps)
         if to_dict(loaded.model.config) != to_dict(cfg.model):
             raise Diff2LipError("the teacher's architecture differs from the config's model", d.teacher_dir)
         self.teacher: Diff2LipUNet = loaded.model.eval().requires_grad_(False)

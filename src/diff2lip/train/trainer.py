@@ -49,7 +49,7 @@ from diff2lip.config import save_yaml, to_dict
 from diff2lip.data.train_dataset import Diff2LipTrainDataset, EpochBatchSampler
 from diff2lip.diffusion import GaussianDiffusion
 from diff2lip.errors import Diff2LipError
-from diff2lip.losses import TERMS, Diff2LipLoss, LossOutput, build_loss_networks, lower_half_mask
+from diff2lip.losses import Diff2LipLoss, LossOutput, build_loss_networks, lower_half_mask
 from diff2lip.models.discriminator import SequencePatchDiscriminator
 from diff2lip.models.unet import Diff2LipUNet
 from diff2lip.train.config import TrainConfig
@@ -507,8 +507,8 @@ class Trainer:
 
     def _log_step(self, r: StepResult) -> None:
         w = self._tb()
-        for k in [*(k for k in TERMS if k in r.terms), *(k for k in r.terms if k not in TERMS)]:
-            w.add_scalar(f"loss/{k}", r.terms[k], r.step)
+        for k, v in r.terms.items():
+            w.add_scalar(f"loss/{k}", v, r.step)
         w.add_scalar("loss/total", r.total, r.step)
         if r.disc is not None:
             w.add_scalar("loss/disc", r.disc, r.step)
