@@ -199,7 +199,7 @@ def run_demo(
         Diff2LipError: bad arguments, a missing model/audio file, or no espeak-ng.
     """
     from diff2lip.audio import load_audio
-    from diff2lip.fileio import publish, temp_sibling
+    from diff2lip.fileio import publish, remove_stale_temps, temp_sibling
     from diff2lip.inference.pipeline import Diff2LipPipeline
     from diff2lip.inference.runner import GenerateOptions, generate_video
     from diff2lip.video.io import VideoWriter
@@ -248,6 +248,8 @@ def run_demo(
         opts = GenerateOptions(
             face_track=str(work / "track.json"), smooth="none", steps=steps, seed=seed, length="audio"
         )
+        for target in (out, sbs):
+            remove_stale_temps(target.parent, target.name, "demo")  # left by a killed demo
         out_tmp, sbs_tmp = temp_sibling(out, "demo"), temp_sibling(sbs, "demo")
         try:
             generate_video(video, speech, out_tmp, pipeline, opts, progress=progress)

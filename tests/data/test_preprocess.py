@@ -198,6 +198,18 @@ def test_cli_errors_missing_and_empty_raw_dir(tmp_path, capsys):
     assert "\n" not in err and "contains no videos" in err
 
 
+def test_cli_exits_1_when_any_clip_fails_and_keeps_the_good_ones(raw_dir, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(raw_dir / "talk.mp4", raw / "talk.mp4")
+    shutil.copy(raw_dir / "broken.mp4", raw / "broken.mp4")
+    data = tmp_path / "data"
+    assert main(["preprocess", str(raw), str(data), "--workers", "1", "--quiet"]) == 1  # as batch and synth
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"prepared 1 clips (0 skipped as done, 1 failed: see {data / ERRORS_LOG})"
+    assert [r.id for r in layout.read_manifest(data)] == ["talk"]
+
+
 def test_cli_exits_1_when_every_clip_fails(raw_dir, tmp_path, capsys):
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -121,3 +121,27 @@ def test_sync_crops_of_faceless_frames_use_the_nearest_face_box(tiny_syncnet_dir
     assert len(seen) == 2  # generated and ground truth, the same boxes
     for filled in seen:
         assert filled[:, 0].tolist() == [0, 0, 0, 4, 4, 4]  # frames 0, 2 take frame 1's box; 3, 5 frame 4's
+
+
+def test_bad_input_leaves_no_output_folder(corpus, tiny_syncnet_dir, tmp_path, capsys):
+    missing = tmp_path / "missing.txt"
+    missing.write_text("nosuchclip nosuchclip\n")
+    args = _args(corpus, tmp_path / "eval", tiny_syncnet_dir, "--generated", str(tmp_path))
+    args[1] = str(missing)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nosuchclip" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_face_track_template_cannot_write_outside_its_folder(tmp_path):
+    from diff2lip.errors import Diff2LipError
+    from diff2lip.evaluation.runner import face_track_path
+
+    template = str(tmp_path / "tracks" / "{name}.json")
+    assert face_track_path(template, "spk1/clip2") == tmp_path / "tracks" / "spk1" / "clip2.json"
+    assert face_track_path(None, "x") is None
+    for name in ("../../etc/x", "a/../../b"):
+        with pytest.raises(Diff2LipError, match="leads outside"):
+            face_track_path(template, name)
+    assert face_track_path(str(tmp_path / "t_{name}.json"), "c") == tmp_path / "t_c.json"

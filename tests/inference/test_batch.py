@@ -101,3 +101,25 @@ def test_two_processes_share_the_rows(tmp_path, tiny_model_dir):
         assert f"[rank {rank}/2] 0 generated, 0 already done, 2 failed" in out
         assert f"row {rank}:" in out and f"row {rank + 2}:" in out
         assert f"row {1 - rank}:" not in out
+
+
+def test_output_root_contains_every_output(tmp_path):
+    """--output-root: relative outputs land inside it; a row escaping it (.., absolute, a link out) fails
+    with a one-line reason and the others run."""
+    root = tmp_path / "jobs"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "out_link").symlink_to(tmp_path)
+    manifest = tmp_path / "rows.jsonl"
+    outs = ["sub/ok.mp4", "../escape.mp4", str(tmp_path / "abs.mp4"), "sub/out_link/linked.mp4"]
+    manifest.write_text(
+        "".join(json.dumps({"video": "v.mp4", "audio": "a.wav", "output": o}) + "\n" for o in outs)
+    )
+    rows = read_manifest(manifest, output_root=root)
+    assert rows[0].output == root / "sub" / "ok.mp4"
+    report = run_batch(rows, lambda row: row.output.write_bytes(b"x"), progress=False, output_root=root)
+    assert report.done == [0] and [i for i, _ in report.failed] == [1, 2, 3]
+    assert all("outside --output-root" in msg and "\n" not in msg for _, msg in report.failed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "rows.jsonl"]
+    assert (root / "sub" / "ok.mp4").is_file()
+    # without the option a user's own manifest may write anywhere (relative to the manifest's folder)
+    assert read_manifest(manifest)[1].output == tmp_path / "../escape.mp4"

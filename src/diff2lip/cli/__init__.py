@@ -3,7 +3,9 @@
 Each module ``diff2lip/cli/<name>.py`` defines ``ORDER: int`` (position in ``--help``) and
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` (``args -> int | None``).
 Modules import heavy dependencies (torch, av) inside ``func`` so that ``--help`` stays fast.
-User errors (:class:`~diff2lip.errors.Diff2LipError`) print one line and exit 2.
+User errors (:class:`~diff2lip.errors.Diff2LipError`) print one line and exit 2. Ctrl-C (SIGINT) and
+SIGTERM stop the command the same way: temporary files are removed, one line is printed, and the exit
+status is 130 / 143 (128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pkgutil
 import sys
 
 from diff2lip import __version__
-from diff2lip.errors import Diff2LipError
+from diff2lip.errors import Diff2LipError, Terminated, raise_on_sigterm
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +43,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        rc = args.func(args)
+        with raise_on_sigterm():
+            rc = args.func(args)
     except Diff2LipError as e:
         print(f"diff2lip {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"diff2lip {args.command}: interrupted", file=sys.stderr)
+        print(f"diff2lip {args.command}: interrupted; no partial output left", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"diff2lip {args.command}: terminated (SIGTERM); no partial output left", file=sys.stderr)
+        return 143
     return int(rc or 0)
 
 

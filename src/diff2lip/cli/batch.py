@@ -9,7 +9,8 @@ ORDER = 15
 EPILOG = """\
 Manifest: CSV with header video,audio,output[,reference] or JSONL objects with those keys; relative paths
 are relative to the manifest's folder. `reference` is as generate's --reference (self, first, frame:N,
-image:PATH).
+image:PATH). With --output-root DIR, relative outputs are relative to DIR and every output must resolve
+inside it (a row writing elsewhere fails with a one-line reason).
 
 Behaviour: rows whose output exists are skipped (resumable); a failing row is reported and the others go
 on; failures are listed at the end and the exit status is then 1. Under torchrun every process takes the
@@ -35,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--detector", default="dlib", help="face detector: dlib (default), dlib-cnn, s3fd")
     p.add_argument("--device", default="auto", help="auto|cuda|mps|cpu (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument(
+        "--output-root",
+        metavar="DIR",
+        default=None,
+        help="write outputs only inside DIR (relative outputs are relative to it; default: no restriction)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -48,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from diff2lip.inference.runner import GenerateOptions
 
     rank, world = shard_from_env()
-    rows = shard(read_manifest(args.manifest), rank, world)
+    rows = shard(read_manifest(args.manifest, args.output_root), rank, world)
     device = args.device
     if device == "auto" and world > 1 and "LOCAL_RANK" in os.environ:
         import torch
@@ -65,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
             pipeline, GenerateOptions(detector=args.detector, sampler=args.sampler, steps=args.steps)
         )
     report = run_batch(
-        rows, generate or (lambda row: None), progress=not args.no_progress, desc=f"batch[{rank}/{world}]"
+        rows,
+        generate or (lambda row: None),
+        progress=not args.no_progress,
+        desc=f"batch[{rank}/{world}]",
+        output_root=args.output_root,
     )
     sys.stdout.write(f"[rank {rank}/{world}] " + report.summary() + "\n")
     return 1 if report.failed else 0

@@ -35,6 +35,7 @@ import numpy as np
 
 from diff2lip.errors import Diff2LipError
 from diff2lip.evaluation import metrics as M
+from diff2lip.fileio import is_inside
 
 __all__ = ["ALL_METRICS", "EvalSettings", "evaluate", "read_pairs", "table_markdown"]
 
@@ -265,6 +266,19 @@ def _source(root: Path, name: str) -> Path:
     raise Diff2LipError(f"no {name}.mp4 under the video root", root)
 
 
+def face_track_path(template: str | None, name: str) -> Path | None:
+    """``template`` (with ``{name}``) filled with a filelist name; the result must stay inside the folder
+    the template names before ``{name}`` (a name such as ``../../x`` cannot write elsewhere)."""
+    if template is None:
+        return None
+    head = template[: template.index("{name}")] if "{name}" in template else template
+    base = Path(head) if head.endswith(("/", "\\")) or head == "" else Path(head).parent
+    path = Path(template.format(name=name))
+    if not is_inside(path, base):
+        raise Diff2LipError(f"--face-tracks: the name '{name}' leads outside {base or '.'}", path)
+    return path
+
+
 def evaluate(
     filelist: str | Path,
     video_root: str | Path,
@@ -280,16 +294,20 @@ def evaluate(
 
     pairs = read_pairs(filelist, settings.mode)
     root, out = Path(video_root), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if settings.generated_dir is None and settings.checkpoint is None:
         raise Diff2LipError("pass a checkpoint to generate with, or --generated DIR of finished videos")
+    # every input is checked before anything is created: a one-line error leaves no empty output folder
+    sources = [(_source(root, v), _source(root, a)) for a, v in pairs]
+    tracks = [face_track_path(settings.face_tracks, v) for _, v in pairs]
+    out.mkdir(parents=True, exist_ok=True)
     gen_dir = Path(settings.generated_dir) if settings.generated_dir else out / "generated"
     evaluator = _Evaluator(settings)
     pipeline = None
     per_video = []
-    for audio_name, video_name in tqdm(pairs, desc="evaluate", unit="video", disable=not progress):
-        video, audio = _source(root, video_name), _source(root, audio_name)
-        track = Path(settings.face_tracks.format(name=video_name)) if settings.face_tracks else None
+    jobs = zip(pairs, sources, tracks, strict=True)
+    for (audio_name, video_name), (video, audio), track in tqdm(
+        jobs, total=len(pairs), desc="evaluate", unit="video", disable=not progress
+    ):
         if track is None:
             (out / "tracks").mkdir(exist_ok=True)
             track = out / "tracks" / f"{video_name.replace('/', '__')}.json"

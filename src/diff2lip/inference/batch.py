@@ -2,6 +2,9 @@
 
 * Manifest: CSV with a header ``video,audio,output[,reference]`` or JSONL objects with those keys; relative
   paths are relative to the manifest's folder.
+* Contained (``output_root``): every output must resolve inside that folder (relative outputs are relative
+  to it); a row whose output would land elsewhere (``..``, an absolute path, a symbolic link out) fails
+  with a one-line reason. For the server and any shared job runner.
 * Resumable: rows whose output exists are skipped (outputs are written atomically by ``generate_video``,
   so an existing file is a finished one).
 * Robust: a failing row is recorded and the batch goes on; failures are listed at the end.
@@ -49,25 +52,31 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def _row(index: int, raw: Mapping[str, Any], base: Path, path: Path) -> BatchRow:
+def _row(index: int, raw: Mapping[str, Any], base: Path, out_base: Path, path: Path) -> BatchRow:
     missing = [k for k in FIELDS if not raw.get(k)]
     if missing:
         raise Diff2LipError(f"row {index}: missing {', '.join(missing)}", path)
 
-    def resolve(v: Any) -> Path:
+    def resolve(v: Any, against: Path = base) -> Path:
         p = Path(str(v)).expanduser()
-        return p if p.is_absolute() else base / p
+        return p if p.is_absolute() else against / p
 
     ref = raw.get("reference") or None
-    return BatchRow(index, resolve(raw["video"]), resolve(raw["audio"]), resolve(raw["output"]), ref)
+    return BatchRow(
+        index, resolve(raw["video"]), resolve(raw["audio"]), resolve(raw["output"], out_base), ref
+    )
 
 
-def read_manifest(path: str | Path) -> list[BatchRow]:
-    """Rows of a CSV (header ``video,audio,output[,reference]``) or JSONL (``.jsonl``/``.json``) manifest."""
+def read_manifest(path: str | Path, output_root: str | Path | None = None) -> list[BatchRow]:
+    """Rows of a CSV (header ``video,audio,output[,reference]``) or JSONL (``.jsonl``/``.json``) manifest.
+
+    Relative outputs are relative to ``output_root`` when given, else to the manifest's folder.
+    """
     p = Path(path)
     if not p.is_file():
         raise Diff2LipError("manifest not found", p)
     base = p.parent
+    out_base = base if output_root is None else Path(output_root)
     rows: list[BatchRow] = []
     if p.suffix.lower() in (".jsonl", ".json"):
         for n, line in enumerate(p.read_text().splitlines(), 1):
@@ -79,16 +88,15 @@ def read_manifest(path: str | Path) -> list[BatchRow]:
                 raise Diff2LipError(f"line {n}: invalid JSON ({e.msg})", p) from None
             if not isinstance(obj, dict):
                 raise Diff2LipError(f"line {n}: expected an object with video, audio, output", p)
-            rows.append(_row(len(rows), obj, base, p))
+            rows.append(_row(len(rows), obj, base, out_base, p))
     else:
         with p.open(newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not set(FIELDS) <= {h.strip() for h in reader.fieldnames}:
                 raise Diff2LipError("CSV needs a header with video,audio,output[,reference]", p)
             for raw in reader:
-                rows.append(
-                    _row(len(rows), {k.strip(): (v or "").strip() for k, v in raw.items() if k}, base, p)
-                )
+                row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+                rows.append(_row(len(rows), row, base, out_base, p))
     if not rows:
         raise Diff2LipError("manifest has no rows", p)
     outs = [r.output.resolve() for r in rows]
@@ -119,15 +127,22 @@ def run_batch(
     *,
     progress: bool = True,
     desc: str = "batch",
+    output_root: str | Path | None = None,
 ) -> BatchReport:
     """Run ``generate(row)`` for every row whose output is missing; errors are collected, not raised.
 
-    ``generate`` is usually a closure over one loaded pipeline (see :func:`pipeline_generator`).
+    ``generate`` is usually a closure over one loaded pipeline (see :func:`pipeline_generator`). With
+    ``output_root``, a row whose output does not resolve inside it fails without running.
     """
     from tqdm import tqdm
 
+    from diff2lip.fileio import is_inside
+
     report = BatchReport()
     for row in tqdm(rows, desc=desc, unit="row", disable=not progress):
+        if output_root is not None and not is_inside(row.output, output_root):
+            report.failed.append((row.index, f"{row.output}: output is outside --output-root {output_root}"))
+            continue
         if row.output.is_file():
             report.skipped.append(row.index)
             continue

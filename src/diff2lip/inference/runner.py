@@ -100,6 +100,7 @@ class GenerateReport:
     frames_without_face: int
     no_face_summary: str
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stale_removed: list[Path] = field(default_factory=list)  # partial outputs of killed runs, removed
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -108,9 +109,14 @@ class GenerateReport:
             if self.frames_without_face == 0
             else f"{self.frames_without_face} frames without a face passed through ({self.no_face_summary})"
         )
+        stale = (
+            f"; removed {len(self.stale_removed)} partial file(s) left by a killed earlier run"
+            if self.stale_removed
+            else ""
+        )
         return (
             f"wrote {self.output} ({self.frames} frames, {self.width}x{self.height}, {self.fps:.3g} fps, "
-            f"{self.duration:.2f}s); {faces}; {stages}"
+            f"{self.duration:.2f}s); {faces}; {stages}{stale}"
         )
 
 
@@ -422,4 +428,5 @@ def generate_video(
         frames_without_face=no_face,
         no_face_summary=track.summary(),
         stage_seconds=times,
+        stale_removed=writer.stale_removed,
     )

@@ -17,11 +17,9 @@ code is refused — and every key and shape is checked against the model built f
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import torch
 
 from diff2lip.config import load_yaml, packaged_config_path, to_dict
 from diff2lip.errors import Diff2LipError
-from diff2lip.fileio import write_atomic
+from diff2lip.fileio import publish, remove_stale_temps, temp_dir_sibling, write_atomic
 from diff2lip.models.config import UNetConfig, model_config_from_mapping
 from diff2lip.models.unet import Diff2LipUNet
 
@@ -390,7 +388,8 @@ def convert_official(
     diffusion, sampling = _paper_sections()
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    remove_stale_temps(parent, out.name)
+    staging = temp_dir_sibling(out)
     try:
         save_state_dict(
             state,
@@ -403,7 +402,7 @@ def convert_official(
         )
         out.mkdir(exist_ok=True)
         for name in (WEIGHTS_NAME, CONFIG_NAME):
-            os.replace(staging / name, out / name)
+            publish(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out

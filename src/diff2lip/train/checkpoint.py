@@ -1,4 +1,4 @@
-"""Atomic training checkpoints, shared by the trainers (resume continues exactly).
+r"""Atomic training checkpoints, shared by the trainers (resume continues exactly).
 
 A checkpoint is a directory ``ROOT/step_<step:09d>/`` holding
 
@@ -9,9 +9,12 @@ A checkpoint is a directory ``ROOT/step_<step:09d>/`` holding
   Python values only, so no code can ride along);
 * ``meta.json``: format, version, step and ``extra`` in readable form.
 
-Everything is written into a hidden temporary directory beside the target and renamed into place in one
-``os.replace``, so a crash never leaves a checkpoint that looks complete but is not; readers ignore the
-temporaries. After a successful write, older checkpoints beyond ``keep`` are removed.
+Everything is written into a hidden temporary directory beside the target (its name carries the writer's
+pid, see :mod:`diff2lip.fileio`), ``fsync``\ ed and renamed into place in one ``os.replace``, so neither a
+crash nor a power loss leaves a checkpoint that looks complete but is not; readers ignore the temporaries.
+After a successful write, older checkpoints beyond ``keep`` are removed — each first renamed out of the way
+(atomic), then deleted. :func:`clean_leftovers` removes what a killed writer left (staging and half-deleted
+directories), and runs before every save.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +30,16 @@ from typing import Any
 import torch
 
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import fsync_path, fsync_tree, remove_stale_temps, remove_tree, temp_dir_sibling
 
-__all__ = ["Checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "clean_leftovers",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "diff2lip-train-checkpoint"
 FORMAT_VERSION = 1
@@ -37,6 +47,7 @@ STATE_NAME = "state.pt"
 META_NAME = "meta.json"
 CONFIG_NAME = "config.json"
 _STEP_DIR = re.compile(r"^step_(\d{9})$")
+_LEGACY_STAGING = re.compile(r"^\.step_\d{9}\.[A-Za-z0-9_]+\.tmp$")  # before pids were in the names
 
 
 @dataclass
@@ -68,7 +79,25 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     r = Path(root)
     if not r.is_dir():
         return []
-    return sorted(p for p in r.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
+    return sorted(
+        p for p in r.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / META_NAME).is_file()
+    )
+
+
+def clean_leftovers(root: str | Path) -> list[Path]:
+    """Remove what killed writers left under ``root`` and return it: staging directories whose writer is
+    gone (and those of older versions, which carry no pid), directories being pruned, and ``step_N/``
+    directories without ``meta.json`` (half-deleted by an older version's pruning)."""
+    r = Path(root)
+    if not r.is_dir():
+        return []
+    removed = remove_stale_temps(r)
+    for p in sorted(r.iterdir()):
+        half_deleted = _STEP_DIR.match(p.name) and p.is_dir() and not (p / META_NAME).is_file()
+        if half_deleted or (_LEGACY_STAGING.match(p.name) and p.is_dir()):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
@@ -107,8 +136,9 @@ def save_checkpoint(
         raise ValueError(f"step must be >= 0, got {step}")
     r = Path(root)
     r.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(r)
     target = r / f"step_{step:09d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=r))
+    staging = temp_dir_sibling(target)
     try:
         (staging / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2) + "\n")
         for name, sd in weights.items():
@@ -130,15 +160,17 @@ def save_checkpoint(
             "extra": state["extra"],
         }
         (staging / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        fsync_tree(staging)
         if target.exists():  # re-saving the same step (e.g. a resumed run that ends where it began)
-            shutil.rmtree(target)
+            remove_tree(target)
         staging.rename(target)
+        fsync_path(r)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     if keep is not None and keep > 0:
         for old in list_checkpoints(r)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old)
     return target
 
 

@@ -208,6 +208,7 @@ class Trainer:
         self.step = 0
         self.batches_consumed = 0
         self._writer: Any = None
+        self._first_step = 0
         self._batches: Iterator[dict[str, torch.Tensor]] | None = None
         self._last_images: tuple[dict[str, torch.Tensor], torch.Tensor | None] = ({}, None)
 
@@ -474,6 +475,20 @@ class Trainer:
         self.load_checkpoint(load_checkpoint(p))
         return p
 
+    def clean_leftovers(self) -> list[Path]:
+        """Remove what a killed run left in the run directory (rank 0, before training): checkpoint staging
+        and half-pruned directories, and the exports' temporary files; says how many on the log."""
+        from diff2lip.fileio import remove_stale_temps
+        from diff2lip.train.checkpoint import clean_leftovers
+
+        removed = clean_leftovers(self.run_dir / CHECKPOINTS)
+        exports = sorted((self.run_dir / EXPORTS).glob("step-*")) if (self.run_dir / EXPORTS).is_dir() else []
+        for d in [self.run_dir, self.run_dir / MODEL_DIR, self.run_dir / EXPORTS, *exports]:
+            removed += remove_stale_temps(d, pidless_stale=True)
+        if removed:
+            self._log(f"removed {len(removed)} leftover temporary file(s)/dir(s) of an interrupted run")
+        return removed
+
     def export_extra(self) -> dict[str, Any]:
         """Provenance written into the exported ``config.json``'s ``extra``."""
         return {"source": "diff2lip train", "step": self.step, "version": __version__}
@@ -502,7 +517,10 @@ class Trainer:
                 raise Diff2LipError(
                     "TensorBoard logging needs the 'tensorboard' package (pip install 'diff2lip[train]')"
                 ) from None
-            self._writer = SummaryWriter(str(self.run_dir / TB_DIR))
+            # purge_step: after a resume from step N, the events the stopped run logged for steps > N are
+            # dropped (steps N+1... are logged again by this run), so no step appears twice
+            purge = self._first_step + 1 if self._first_step else None
+            self._writer = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge)
         return self._writer
 
     def _log_step(self, r: StepResult) -> None:
@@ -544,6 +562,8 @@ class Trainer:
         show = (r.progress if progress is None else progress) and self.is_main
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.clean_leftovers()
+            self._first_step = self.step  # TensorBoard events from here on are (re)written by this run
             save_yaml(self.cfg, self.run_dir / CONFIG_FILE)
         history: list[StepResult] = []
         last: StepResult | None = None

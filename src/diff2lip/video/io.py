@@ -30,7 +30,7 @@ import av
 import numpy as np
 
 from diff2lip.errors import Diff2LipError
-from diff2lip.fileio import publish, temp_sibling
+from diff2lip.fileio import publish, remove_stale_temps, temp_sibling
 
 __all__ = [
     "FrameChunk",
@@ -504,7 +504,9 @@ class VideoWriter:
       with the video as frames are written.
     * Atomicity: everything is written to a hidden temporary file in the target's directory, which is
       renamed onto ``path`` only when the ``with`` block exits cleanly (or :meth:`close` is called); on
-      an exception (or :meth:`abort`) the temporary file is deleted and ``path`` is left untouched.
+      an exception (or :meth:`abort`) the temporary file is deleted and ``path`` is left untouched. The
+      temporary's name carries this process's pid; :meth:`open` removes the partial files of the same
+      output whose writer is gone (killed), listed in :attr:`stale_removed`.
     """
 
     def __init__(
@@ -557,6 +559,9 @@ class VideoWriter:
         self._first_pts: int | None = None
         self._last_pts: int | None = None
         self._last_dur = round(1.0 / self.fps / _VIDEO_TIME_BASE)
+        self.stale_removed: list[
+            Path
+        ] = []  # partial files of killed writers of this output, removed by open()
 
     # -- lifecycle
 
@@ -567,7 +572,9 @@ class VideoWriter:
         source = None
         if self._audio_spec is not None:
             source = _AudioSource(self._audio_spec, self._audio_start, self._audio_duration)
-        self._tmp = temp_sibling(self.path.with_suffix(self.path.suffix or ".mp4"), "partial")
+        target = self.path.with_suffix(self.path.suffix or ".mp4")
+        self.stale_removed = remove_stale_temps(target.parent, target.name, "partial")
+        self._tmp = temp_sibling(target, "partial")
         try:
             self._container = av.open(str(self._tmp), "w", format=_muxer_for(self.path))
             vs = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100000))
