@@ -94,7 +94,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--crf", type=float, default=18.0, help="x264 quality (lower is better; default 18)")
     g.add_argument("--x264-preset", default="medium", help="x264 speed preset (default medium)")
-    g.add_argument("--chunk-size", type=int, default=32, help="frames decoded and generated at a time")
+    g.add_argument(
+        "--chunk-size",
+        type=int,
+        default=32,
+        help="frames decoded and generated at a time, at most (default 32; fewer when --max-memory needs it)",
+    )
+    g.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        default=None,
+        help="memory budget of the whole job, e.g. 4G or 1500M: the chunk size and the encoder's lookahead "
+        "are chosen to fit, and a frame size that cannot fit fails before any work (default: the memory in "
+        "use after loading the model + min(3 GiB, half the available RAM))",
+    )
     g = p.add_argument_group("generation")
     g.add_argument(
         "--reference",
@@ -136,6 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
     """Map the parsed flags onto :class:`~diff2lip.inference.runner.GenerateOptions`."""
     from diff2lip.errors import Diff2LipError
+    from diff2lip.inference.memory import parse_size
     from diff2lip.inference.runner import GenerateOptions
 
     overrides: dict = {}
@@ -169,6 +183,7 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         crf=args.crf,
         preset=args.x264_preset,
         chunk_size=args.chunk_size,
+        max_memory=None if args.max_memory is None else parse_size(args.max_memory),
         reconstruction=args.reconstruction,
         batch_size=batch,
         feather=args.feather,

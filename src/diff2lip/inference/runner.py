@@ -26,8 +26,9 @@ import torch
 
 from diff2lip.audio import load_audio, mel_windows, melspectrogram
 from diff2lip.errors import Diff2LipError
+from diff2lip.inference.memory import MemoryPlan, plan_memory
 from diff2lip.inference.pipeline import PAPER_SEED, Diff2LipPipeline, shared_noise
-from diff2lip.video.crop import crop_faces, paste_back_batch
+from diff2lip.video.crop import crop_faces, paste_back
 from diff2lip.video.face import FaceDetector, create_detector
 from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
 from diff2lip.video.track import FaceTrack, track_faces
@@ -54,7 +55,10 @@ class GenerateOptions:
     resize_factor: int = 1
     fps: float = 25.0  # still-image input only
     length: Literal["audio", "video", "shortest"] = "audio"
-    chunk_size: int = 32
+    chunk_size: int = 32  # at most; fewer when the memory budget needs it (see inference/memory.py)
+    max_memory: int | None = (
+        None  # bytes of resident memory for the job; None: in use + min(3 GiB, half free)
+    )
     crf: float = 18.0
     preset: str = "medium"
     # generation
@@ -101,6 +105,7 @@ class GenerateReport:
     no_face_summary: str
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stale_removed: list[Path] = field(default_factory=list)  # partial outputs of killed runs, removed
+    memory: MemoryPlan | None = None
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -114,14 +119,18 @@ class GenerateReport:
             if self.stale_removed
             else ""
         )
+        memory = f"; memory: {self.memory.describe()}" if self.memory and self.memory.reduced else ""
         return (
             f"wrote {self.output} ({self.frames} frames, {self.width}x{self.height}, {self.fps:.3g} fps, "
-            f"{self.duration:.2f}s); {faces}; {stages}{stale}"
+            f"{self.duration:.2f}s); {faces}; {stages}{memory}{stale}"
         )
 
 
-def _reader(path: Path, opts: GenerateOptions, audio_seconds: float) -> VideoReader:
-    return VideoReader(path, chunk_size=opts.chunk_size, image_fps=opts.fps, image_duration=audio_seconds)
+def _reader(
+    path: Path, opts: GenerateOptions, audio_seconds: float, chunk_size: int | None = None
+) -> VideoReader:
+    chunk = opts.chunk_size if chunk_size is None else chunk_size
+    return VideoReader(path, chunk_size=chunk, image_fps=opts.fps, image_duration=audio_seconds)
 
 
 def _downscale(frames: np.ndarray, factor: int) -> np.ndarray:
@@ -139,7 +148,10 @@ def _downscale(frames: np.ndarray, factor: int) -> np.ndarray:
 
 def _chunks(reader: VideoReader, factor: int) -> Iterator[FrameChunk]:
     for chunk in reader:
-        yield FrameChunk(_downscale(chunk.frames, factor), chunk.times, chunk.start_index)
+        out = FrameChunk(_downscale(chunk.frames, factor), chunk.times, chunk.start_index)
+        del chunk  # hold no reference while the reader decodes the next chunk (memory: one chunk, not two)
+        yield out
+        del out
 
 
 def _frame_size(info: VideoInfo, factor: int) -> tuple[int, int]:
@@ -280,6 +292,8 @@ def lipsync_frames(
     ref_crop: np.ndarray | None,
     noise: torch.Tensor,
     opts: GenerateOptions,
+    *,
+    inplace: bool = False,
 ) -> np.ndarray:
     """Lip-sync a chunk of full frames in memory (no I/O).
 
@@ -289,8 +303,11 @@ def lipsync_frames(
         mel: (80, T) mel of the driving audio; ref_crop: a fixed (S, S, 3) reference or ``None`` (self).
         noise: the shared (1, 3, S, S) noise.
 
+        inplace: paste into ``frames`` itself (no full-frame copies; the caller owns the chunk).
+
     Returns:
-        (N, H, W, 3) uint8: a copy with the lower faces replaced (``frames`` itself if no face).
+        (N, H, W, 3) uint8: a copy with the lower faces replaced (``frames`` itself if no face or
+        ``inplace``).
     """
     if not has_face.any():
         return frames
@@ -307,10 +324,9 @@ def lipsync_frames(
         steps=opts.steps,
         batch_size=opts.batch_size,
     )
-    out = frames.copy()
-    out[has_face] = paste_back_batch(
-        frames[has_face], gen, boxes[has_face], mode=opts.blend, feather=opts.feather
-    )
+    out = frames if inplace else frames.copy()
+    for i, j in enumerate(np.flatnonzero(has_face)):  # one frame at a time: only its box region is touched
+        paste_back(out[j], gen[i], boxes[j], mode=opts.blend, feather=opts.feather, out=out[j])
     return out
 
 
@@ -346,7 +362,13 @@ def generate_video(
         raise Diff2LipError("audio is empty", audio)
     mel = melspectrogram(wav)  # (80, T)
     info = probe(video)
-    reader = _reader(video, opts, audio_seconds)
+    del wav
+    # chunk size and encoder lookahead from the memory budget; fails here, before any work, if one frame
+    # cannot fit
+    memory = plan_memory(
+        info.width, info.height, chunk_size=opts.chunk_size, preset=opts.preset, max_memory=opts.max_memory
+    )
+    reader = _reader(video, opts, audio_seconds, memory.chunk_size)
     times["audio"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -387,6 +409,8 @@ def generate_video(
         preset=opts.preset,
         audio=audio,
         audio_duration=out_seconds,
+        lookahead=memory.lookahead,
+        threads=memory.threads,
     ) as writer:
         for k in range(passes):
             done = False
@@ -398,7 +422,7 @@ def generate_video(
                     break
                 idx = chunk.start_index + np.arange(len(chunk))[keep]
                 idx = np.minimum(idx, n_src - 1)
-                frames = chunk.frames[keep]
+                frames = chunk.frames if keep.all() else chunk.frames[keep]  # no copy in the common case
                 ftimes = out_times[keep]
                 face = has_face[idx]
                 fboxes = boxes[idx]
@@ -406,12 +430,15 @@ def generate_video(
                     frames = np.repeat(recon_frame[None], len(frames), axis=0)
                     face = np.ones(len(frames), bool)
                     fboxes = np.repeat(recon_box[None], len(frames), axis=0)
-                out = lipsync_frames(pipeline, frames, ftimes, fboxes, face, mel, ref_crop, noise, opts)
+                out = lipsync_frames(
+                    pipeline, frames, ftimes, fboxes, face, mel, ref_crop, noise, opts, inplace=True
+                )
                 no_face += int((~face).sum())
                 writer.write(out, ftimes)
                 written += len(out)
                 if progress:
                     progress("generate", len(out), total)
+                del chunk, frames, out  # free this chunk before the reader decodes the next one
             if done:
                 break
         if written == 0:
@@ -429,4 +456,5 @@ def generate_video(
         no_face_summary=track.summary(),
         stage_seconds=times,
         stale_removed=writer.stale_removed,
+        memory=memory,
     )

@@ -335,7 +335,9 @@ def _train(
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run / "tb"), purge_step=step if step else None)
+            # drop what a stopped run logged after the checkpoint (steps > step are logged again); the
+            # checkpoint's own step was logged before it was saved and is kept
+            writer = SummaryWriter(str(run / "tb"), purge_step=step + 1 if step else None)
 
     def save_ckpt(at_step: int) -> None:
         if info.is_main:

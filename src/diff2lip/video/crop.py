@@ -129,6 +129,7 @@ def paste_back(
     mode: Literal["hard", "feather"] = "feather",
     feather: float = 0.1,
     mask: str = "lower",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Paste a (generated) ``S × S`` crop back into a copy of ``frame`` at the integer ``box``.
 
@@ -146,6 +147,8 @@ def paste_back(
         feather: ramp width as a fraction of the box size (``feather`` mode only); 0 gives a hard-edged
             lower-half paste.
         mask: the pasted region; ``"lower"`` (the paper's lower-half mask) is the only one so far.
+        out: where to write the result (same shape as ``frame``; may be ``frame`` itself, to paste in place
+            without a full-frame copy); default a new copy of ``frame``.
     """
     if mode not in ("hard", "feather"):
         raise ValueError(f"unknown paste mode '{mode}' (choose 'hard' or 'feather')")
@@ -166,7 +169,10 @@ def paste_back(
 
     patch = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float()  # (1, C, S, S)
     resized = _resize(patch, bh, bw)[0].permute(1, 2, 0).numpy()  # (bh, bw, C)
-    out = frame.copy()
+    if out is None:
+        out = frame.copy()
+    elif out is not frame:
+        np.copyto(out, frame)
     if mode == "hard":
         out[fy1:fy2, fx1:fx2] = _to_uint8(resized[by1:by2, bx1:bx2])
         return out
@@ -194,12 +200,17 @@ def paste_back_batch(
     mode: Literal["hard", "feather"] = "feather",
     feather: float = 0.1,
     mask: str = "lower",
+    inplace: bool = False,
 ) -> np.ndarray:
-    """:func:`paste_back` for ``(N, H, W, C)`` frames, ``(N, S, S, C)`` crops and ``(N, 4)`` boxes."""
+    """:func:`paste_back` for ``(N, H, W, C)`` frames, ``(N, S, S, C)`` crops and ``(N, 4)`` boxes.
+
+    ``inplace``: write into ``frames`` (returned) instead of a new array — no full-frame copy, only the
+    box regions are touched.
+    """
     frames = np.asarray(frames)
     if len(crops) != len(frames) or len(boxes) != len(frames):
         raise ValueError(f"got {len(frames)} frames, {len(crops)} crops and {len(boxes)} boxes")
-    out = np.empty_like(frames)
+    out = frames if inplace else np.empty_like(frames)
     for i in range(len(frames)):
-        out[i] = paste_back(frames[i], crops[i], boxes[i], mode=mode, feather=feather, mask=mask)
+        paste_back(frames[i], crops[i], boxes[i], mode=mode, feather=feather, mask=mask, out=out[i])
     return out

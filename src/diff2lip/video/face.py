@@ -95,13 +95,20 @@ def downscale_factor(height: int, width: int, downscale_to: int | None) -> float
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize ``(N, H, W, 3)`` uint8 frames with antialiased bilinear filtering (rounded back to uint8)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
-    y = torch.nn.functional.interpolate(
-        x, size=(height, width), mode="bilinear", align_corners=False, antialias=True
-    )
-    y = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (N, h, w, 3)
-    return np.ascontiguousarray(y.numpy())
+    """Resize ``(N, H, W, 3)`` uint8 frames with antialiased bilinear filtering (rounded back to uint8).
+
+    One frame at a time, so the float working copy is one frame's (an 8K frame is 0.4 GB in float32), not
+    the chunk's.
+    """
+    out = np.empty((len(frames), height, width, 3), np.uint8)  # (N, h, w, 3)
+    for i, frame in enumerate(frames):
+        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        y = torch.nn.functional.interpolate(
+            x, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+        )
+        out[i] = y[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        del x, y
+    return out
 
 
 def face_models_dir() -> Path:

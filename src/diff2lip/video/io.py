@@ -497,6 +497,9 @@ class VideoWriter:
       replicating the last row/column (never rescaled); :attr:`width`/:attr:`height` give the encoded
       size.
     * Colour: encoded with the BT.709 matrix, limited range, and tagged as such.
+    * Memory: x264 holds about ``9 + threads + lookahead`` frames (1.5 threads per core; the rate-control
+      lookahead is 40 at the ``medium`` preset); ``lookahead`` and ``threads`` lower it for very large
+      frames (``generate``'s memory plan does).
     * Audio: ``audio`` is a path to any file with an audio stream (decoded by PyAV, streamed) or a tuple
       ``(float array (channels, samples) or (samples,), sample_rate)``. It is encoded as AAC at its *own*
       sample rate and channel count (a rate AAC cannot carry is resampled to 48 kHz), skipping the first
@@ -522,6 +525,8 @@ class VideoWriter:
         audio_start: float = 0.0,
         audio_duration: float | None = None,
         pix_fmt: str = "yuv420p",
+        lookahead: int | None = None,
+        threads: int | None = None,
     ):
         if width < 1 or height < 1:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
@@ -541,6 +546,8 @@ class VideoWriter:
         self.crf = crf
         self.preset = preset
         self.pix_fmt = pix_fmt
+        self.lookahead = lookahead
+        self.threads = threads
         self.frames_written = 0
         self._audio_spec = audio
         self._audio_start = float(audio_start)
@@ -582,6 +589,10 @@ class VideoWriter:
             vs.time_base = _VIDEO_TIME_BASE
             vs.codec_context.time_base = _VIDEO_TIME_BASE
             vs.options = {"crf": str(self.crf), "preset": self.preset}
+            if self.lookahead is not None:  # x264 keeps ~lookahead frames in flight: memory ∝ frame size
+                vs.options["x264-params"] = f"rc-lookahead={int(self.lookahead)}"
+            if self.threads is not None:
+                vs.options["threads"] = str(int(self.threads))
             cc = vs.codec_context
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
             self._vstream = vs
