@@ -1,6 +1,6 @@
 """Few-step students (issue 14): the speed–quality table and the side-by-side speed check, as one script.
 
-``table``: for every row — the teacher (default: the bundled demo model) with DDIM 25 / 10 / 5 and
+``table``: for every row — the teacher (default: the bundled demo model's teacher) with DDIM 25 / 10 / 5 and
 DPM-Solver++ 25 / 10 / 5, and each student directory given with ``--student K=DIR`` — on the **test**
 split of a ``diff2lip synth`` corpus (unseen faces and voices):
 
@@ -332,7 +332,9 @@ def main() -> int:
         p = sub.add_parser(name)
         p.add_argument("--corpus", required=True, help="a diff2lip synth corpus (its test split)")
         p.add_argument(
-            "--teacher", default="demo", help="teacher model directory (default: the bundled model)"
+            "--teacher",
+            default="demo-teacher",
+            help="teacher model directory (default: the bundled demo model's teacher, assets/demo_teacher)",
         )
         p.add_argument("--student", action="append", default=[], metavar="K=DIR", help="a K-step student")
         p.add_argument("--repeats", type=int, default=2)

@@ -116,6 +116,22 @@ def remove_stale_temps(
     return removed
 
 
+def check_output_path(path: str | Path) -> None:
+    """Fail early, in one line, when ``path`` cannot become an output file: it is a directory, its folder
+    does not exist, or the folder is not writable (checked by creating and removing a temporary)."""
+    from diff2lip.errors import Diff2LipError
+
+    p = Path(path)
+    if p.is_dir():
+        raise Diff2LipError("is a directory; give a file name (e.g. out.mp4)", p)
+    if not p.parent.is_dir():
+        raise Diff2LipError("the output folder does not exist", p.parent)
+    try:
+        temp_sibling(p, "probe").unlink()
+    except OSError as e:
+        raise Diff2LipError(f"cannot write in the output folder ({e.strerror or e})", p.parent) from None
+
+
 def is_inside(path: str | Path, root: str | Path) -> bool:
     """Whether ``path`` (``..`` and symbolic links resolved) lies inside the directory ``root``."""
     return Path(path).resolve().is_relative_to(Path(root).resolve())

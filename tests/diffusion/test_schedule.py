@@ -53,6 +53,7 @@ def test_space_timesteps_ddim25_is_the_paper_grid():
     assert space_timesteps(1000, "ddim25") == set(range(0, 1000, 40))
     assert sorted(space_timesteps(1000, "ddim25"))[-1] == 960
     assert space_timesteps(1000, "ddim50") == set(range(0, 1000, 20))
+    assert space_timesteps(1000, "ddim1") == {999}  # one step from pure noise (the stride rule gives {0})
     with pytest.raises(Diff2LipError, match="999"):
         space_timesteps(1000, "ddim999")
 

@@ -124,6 +124,10 @@ def test_config_json_is_validated(tmp_path):
     (d / "config.json").write_text(json.dumps(doc))
     with pytest.raises(Diff2LipError, match=r"unknown config key 'model\.num_heads'"):
         load_pretrained(d)
+    del doc["model"]["num_heads"]
+    (d / "config.json").write_text(json.dumps(dict(doc, samplng={"steps": 5})))  # a typo at the top level
+    with pytest.raises(Diff2LipError, match=r"unknown top-level key\(s\) 'samplng'"):
+        load_pretrained(d)
     with pytest.raises(Diff2LipError, match=r"no config\.json"):
         load_pretrained(tmp_path)
     with pytest.raises(Diff2LipError, match="checkpoint not found"):

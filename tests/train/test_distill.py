@@ -212,11 +212,11 @@ def test_cli_bad_input_is_one_line_exit_2(
 
 
 def test_packaged_distill_configs_load(tiny_model_dir):
-    from diff2lip.demo import bundled_model_dir
+    from diff2lip.demo import bundled_teacher_dir
 
-    synthetic = load_distill_config("distill_synthetic", "demo")
-    assert synthetic.distill.teacher_dir == str(bundled_model_dir())
-    assert (synthetic.distill.teacher_sampler, synthetic.distill.teacher_steps) == ("dpmpp", 10)
+    synthetic = load_distill_config("distill_synthetic", "demo-teacher")
+    assert synthetic.distill.teacher_dir == str(bundled_teacher_dir())
+    assert (synthetic.distill.teacher_sampler, synthetic.distill.teacher_steps) == ("ddim", 10)
     assert synthetic.model.image_size == 64
     paper = load_distill_config("distill_paper", tiny_model_dir)  # the paper recipe, on the tiny model
     assert paper.model.image_size == 32 and paper.train.precision == "bf16"

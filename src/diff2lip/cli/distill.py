@@ -12,16 +12,17 @@ ORDER = 56
 
 EPILOG = """\
 examples:
-  diff2lip distill demo --config distill_synthetic --data-dir data/synth --out runs/demo-k2 --steps 2
+  diff2lip distill demo-teacher --config distill_synthetic --data-dir data/synth --out runs/demo-k2 --steps 2
   diff2lip distill models/diff2lip-paper --config distill_paper --data-dir data/lrs2 --out runs/paper-k2 --steps 2
-  diff2lip distill demo --config distill_synthetic --data-dir data/synth --out runs/demo-k2 --steps 2 --resume
+  diff2lip distill demo-teacher --config distill_synthetic --data-dir data/synth --out runs/demo-k2 --steps 2 --resume
   torchrun --nproc-per-node 8 -m diff2lip distill models/diff2lip-paper --config distill_paper ...
   diff2lip generate talk.mp4 speech.wav -o synced.mp4 --checkpoint runs/demo-k2/model   (K steps, no flags)
 
 TEACHER is a model directory (config.json + model.safetensors: `diff2lip convert`, `diff2lip train`, or an
-earlier student) or `demo` (the bundled model). The student has the teacher's architecture and starts from
-its weights; it learns to reach in K DDIM steps what the teacher's own sampler (its config.json's, e.g.
-DPM-Solver++ 10; or distill.teacher_sampler/teacher_steps) produces from the same masked frame, reference,
+earlier student), `demo` (the bundled demo model, itself a 2-step student) or `demo-teacher` (its
+teacher). The student has the teacher's architecture and starts from its weights; it learns to reach in K
+DDIM steps what the teacher's sampler (its config.json's, or distill.teacher_sampler/teacher_steps)
+produces from the same masked frame, reference,
 audio and shared noise (multi-step progressive distillation, Salimans & Ho 2022; README "Few-step models").
 RUN_DIR gets what `diff2lip train` writes: config.yaml, checkpoints/ (atomic; --resume continues exactly),
 tb/ (TensorBoard) and model/ — the student, whose sampling section (sampler "distilled", K steps) makes

@@ -45,8 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=["default", "paper"],
         default="default",
-        help="'paper' reproduces the official inference: integer boxes with 5-frame mean, hard paste of "
-        "the whole box, seed-7 shared noise, DDIM-25, 128px crops",
+        help="'paper' reproduces the official inference's frames: integer boxes with 5-frame mean, seed-7 "
+        "shared noise, DDIM-25, 128px crops; crop and paste-back of the whole box with OpenCV's bilinear "
+        "resize (no antialias) and uint8 truncation; audio resampled with resampy's kaiser_best; output cut "
+        "to the frames with a complete 0.2 s mel window (needs: pip install 'diff2lip[paper]'). The default "
+        "resizes with antialiasing and feathers only the lower face, leaving the rest bit-identical",
     )
     g = p.add_argument_group("faces")
     g.add_argument("--detector", default=None, help="dlib (default), dlib-cnn or s3fd")
@@ -88,9 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fps", type=float, default=25.0, help="frame rate for a still-image input (default 25)")
     g.add_argument(
         "--length",
-        choices=["audio", "video", "shortest"],
-        default="audio",
-        help="output length: the audio's (video looped if shorter; default), the video's, or the shorter",
+        choices=["audio", "video", "shortest", "paper"],
+        default=None,
+        help="output length: the audio's (video looped if shorter; the default), the video's, the shorter, "
+        "or 'paper': the frames whose mel window is complete, at most the video's (--preset paper's)",
     )
     g.add_argument("--crf", type=float, default=18.0, help="x264 quality (lower is better; default 18)")
     g.add_argument("--x264-preset", default="medium", help="x264 speed preset (default medium)")
@@ -166,7 +170,7 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         overrides["smooth"] = "none"
     if args.face is not None:
         overrides["choose"] = args.face
-    for name in ("sampler", "steps", "seed", "blend", "reference"):
+    for name in ("sampler", "steps", "seed", "blend", "reference", "length"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     batch = args.batch_size
@@ -179,7 +183,6 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         face_track=args.face_track,
         resize_factor=args.resize_factor,
         fps=args.fps,
-        length=args.length,
         crf=args.crf,
         preset=args.x264_preset,
         chunk_size=args.chunk_size,

@@ -127,7 +127,8 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
     """Timesteps of the original process to keep, as guided-diffusion's ``space_timesteps``.
 
     - ``"ddimN"``: the smallest integer stride ``k`` with ``len(range(0, T, k)) == N`` (the DDIM paper's
-      striding), e.g. ``"ddim25"`` with T = 1000 → {0, 40, ..., 960}.
+      striding), e.g. ``"ddim25"`` with T = 1000 → {0, 40, ..., 960}; ``"ddim1"`` → {T − 1} (one step from
+      pure noise: the model's x̂0 there).
     - ``"10,15,20"`` or ``[10, 15, 20]``: the process is cut into equal sections (the first ``T % n``
       one step longer) and section i keeps ``counts[i]`` steps at fractional stride ``(size-1)/(count-1)``,
       rounded (Python's round, half to even), so each section includes its first and last step.
@@ -139,6 +140,8 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
                 desired = int(section_counts[len("ddim") :])
             except ValueError:
                 raise Diff2LipError(f"invalid timestep respacing '{section_counts}'") from None
+            if desired == 1:  # the stride rule would give {0}: a step at no noise, which cannot denoise
+                return {num_timesteps - 1}
             for stride in range(1, num_timesteps):
                 if len(range(0, num_timesteps, stride)) == desired:
                     return set(range(0, num_timesteps, stride))

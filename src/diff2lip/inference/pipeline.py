@@ -72,9 +72,17 @@ def to_model_range(images: np.ndarray | torch.Tensor, device: torch.device) -> t
     return t.permute(0, 3, 1, 2).float().div(255.0).mul(2.0).sub(1.0).clamp(-1.0, 1.0)  # (N, 3, S, S)
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float (N, 3, S, S) in [-1, 1] → uint8 (N, S, S, 3), rounded."""
-    x = ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+def to_uint8(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
+    """float (N, 3, S, S) in [-1, 1] → uint8 (N, S, S, 3), rounded to the nearest level; ``"truncate"``:
+    the official ``(normalise(x) * 255).astype(np.uint8)`` (``normalise = ((x + 1) * 0.5).clamp(0, 1)``)."""
+    if rounding == "truncate":
+        x = (
+            ((images.float() + 1.0) * 0.5).clamp(0.0, 1.0).mul(255.0).to(torch.uint8)
+        )  # float → uint8 truncates
+    elif rounding == "round":
+        x = ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    else:
+        raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")
     return x.permute(0, 2, 3, 1).cpu().numpy()  # (N, S, S, 3)
 
 
@@ -198,6 +206,7 @@ class Diff2LipPipeline:
         batch_size: int | str = "auto",
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
+        rounding: str = "round",
     ) -> np.ndarray:
         """Generate the lower halves of ``faces`` driven by ``mels``.
 
@@ -212,6 +221,8 @@ class Diff2LipPipeline:
                 are no cheaper per frame — halved on OOM).
             generator: randomness for stochastic samplers (DDPM, DDIM with eta > 0).
             callback: ``callback(step, num_steps, x_t, pred_x0)`` after every sampler step.
+            rounding: ``"round"`` to the nearest uint8 level, or ``"truncate"`` as the official code
+                (``--preset paper``), see :func:`to_uint8`.
 
         Returns:
             (N, S, S, 3) uint8 generated crops.
@@ -265,6 +276,6 @@ class Diff2LipPipeline:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            out[i:j] = to_uint8(res)
+            out[i:j] = to_uint8(res, rounding)
             i = j
         return out

@@ -24,13 +24,15 @@ from typing import Literal
 import numpy as np
 import torch
 
-from diff2lip.audio import load_audio, mel_windows, melspectrogram
+from diff2lip.audio import complete_windows, frame_times, load_audio, mel_windows, melspectrogram
 from diff2lip.errors import Diff2LipError
+from diff2lip.fileio import check_output_path
 from diff2lip.inference.memory import MemoryPlan, plan_memory
 from diff2lip.inference.pipeline import PAPER_SEED, Diff2LipPipeline, shared_noise
 from diff2lip.video.crop import crop_faces, paste_back
 from diff2lip.video.face import FaceDetector, create_detector
 from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
+from diff2lip.video.official import crop_faces_official, paste_back_official
 from diff2lip.video.track import FaceTrack, track_faces
 
 Progress = Callable[[str, int, int | None], None]
@@ -54,7 +56,7 @@ class GenerateOptions:
     # video
     resize_factor: int = 1
     fps: float = 25.0  # still-image input only
-    length: Literal["audio", "video", "shortest"] = "audio"
+    length: Literal["audio", "video", "shortest", "paper"] = "audio"
     chunk_size: int = 32  # at most; fewer when the memory budget needs it (see inference/memory.py)
     max_memory: int | None = (
         None  # bytes of resident memory for the job; None: in use + min(3 GiB, half free)
@@ -70,11 +72,18 @@ class GenerateOptions:
     batch_size: int | str = "auto"
     blend: Literal["feather", "hard"] = "feather"
     feather: float = 0.1
+    # exactness: "paper" = the official crop/paste resizing (OpenCV) and uint8 truncation; the audio
+    # resampler "kaiser_best" = the official environment's (resampy), "swr" = FFmpeg's (streamed)
+    postprocess: Literal["default", "paper"] = "default"
+    resampler: Literal["swr", "kaiser_best"] = "swr"
 
     @classmethod
     def paper(cls, **overrides: object) -> GenerateOptions:
         """The official inference semantics (``--preset paper``): integer boxes with pads 0, the mean of
-        5 boxes, the highest-scoring face, hard paste of the whole box, seed-7 shared noise, DDIM-25."""
+        5 boxes, the highest-scoring face, seed-7 shared noise, DDIM-25; the crop resized to the model's
+        size and the generated crop back over the whole box with OpenCV's bilinear resize (no antialias),
+        uint8 by truncation; audio resampled with resampy's kaiser_best; the output cut to the frames
+        whose 0.2 s mel window is complete (and the audio to those frames)."""
         base = dict(
             pads=(0, 0, 0, 0),
             smooth="mean5",
@@ -86,6 +95,9 @@ class GenerateOptions:
             sampler="ddim",
             steps=25,
             reference="self",
+            postprocess="paper",
+            resampler="kaiser_best",
+            length="paper",
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
@@ -106,6 +118,9 @@ class GenerateReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stale_removed: list[Path] = field(default_factory=list)  # partial outputs of killed runs, removed
     memory: MemoryPlan | None = None
+    timestamps: dict[str, int] = field(
+        default_factory=dict
+    )  # frames whose time was reordered/repaired/missing
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -120,6 +135,8 @@ class GenerateReport:
             else ""
         )
         memory = f"; memory: {self.memory.describe()}" if self.memory and self.memory.reduced else ""
+        fixed = ", ".join(f"{n} {what}" for what, n in self.timestamps.items() if n)
+        memory += f"; frame times repaired: {fixed}" if fixed else ""
         return (
             f"wrote {self.output} ({self.frames} frames, {self.width}x{self.height}, {self.fps:.3g} fps, "
             f"{self.duration:.2f}s); {faces}; {stages}{memory}{stale}"
@@ -312,7 +329,11 @@ def lipsync_frames(
     if not has_face.any():
         return frames
     size = pipeline.image_size
-    crops = crop_faces(frames[has_face], boxes[has_face], size)  # (F, S, S, 3)
+    paper = opts.postprocess == "paper"
+    if paper:
+        crops = crop_faces_official(frames[has_face], boxes[has_face], size)  # (F, S, S, 3)
+    else:
+        crops = crop_faces(frames[has_face], boxes[has_face], size)  # (F, S, S, 3)
     mels = mel_windows(mel, times[has_face])  # (F, 80, 16)
     refs = None if ref_crop is None else np.repeat(ref_crop[None], len(crops), axis=0)  # (F, S, S, 3)
     gen = pipeline(
@@ -323,10 +344,14 @@ def lipsync_frames(
         sampler=opts.sampler,
         steps=opts.steps,
         batch_size=opts.batch_size,
+        rounding="truncate" if paper else "round",
     )
     out = frames if inplace else frames.copy()
     for i, j in enumerate(np.flatnonzero(has_face)):  # one frame at a time: only its box region is touched
-        paste_back(out[j], gen[i], boxes[j], mode=opts.blend, feather=opts.feather, out=out[j])
+        if paper:
+            paste_back_official(out[j], gen[i], boxes[j], out=out[j])
+        else:
+            paste_back(out[j], gen[i], boxes[j], mode=opts.blend, feather=opts.feather, out=out[j])
     return out
 
 
@@ -353,10 +378,11 @@ def generate_video(
         raise Diff2LipError("output must be a video file name ending in .mp4 (or .mov/.mkv)", output)
     if output.resolve() in (video.resolve(), audio.resolve()):
         raise Diff2LipError("output would overwrite an input", output)
+    check_output_path(output)  # a directory, a missing or read-only folder: one line, before any work
     times: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    wav = load_audio(audio, 16000)  # (samples,) float32
+    wav = load_audio(audio, 16000, opts.resampler)  # (samples,) float32
     audio_seconds = len(wav) / 16000.0
     if audio_seconds <= 0:
         raise Diff2LipError("audio is empty", audio)
@@ -379,7 +405,14 @@ def generate_video(
     times["track"] = time.perf_counter() - t1
 
     video_seconds = n_src / reader.fps  # also the loop period (average rate: exact for VFR too)
-    out_seconds = output_duration(opts.length, video_seconds, audio_seconds)
+    if opts.length == "paper":  # the official rule: stop at the first frame whose mel window is incomplete
+        complete = complete_windows(mel.shape[1], frame_times(n_src, reader.fps))
+        n_out = len(complete) if complete.all() else int(np.argmin(complete))
+        if n_out == 0:
+            raise Diff2LipError("the audio is shorter than one 0.2 s mel window", audio)
+        out_seconds = n_out / reader.fps
+    else:
+        out_seconds = output_duration(opts.length, video_seconds, audio_seconds)
     period = video_seconds
     passes = max(1, math.ceil(out_seconds / period - 1e-9)) if period > 0 else 1
     boxes = track.int_boxes()
@@ -412,10 +445,14 @@ def generate_video(
         lookahead=memory.lookahead,
         threads=memory.threads,
     ) as writer:
+        last_time = -math.inf
         for k in range(passes):
             done = False
+            # a loop starts one period later, and never before the last frame written (the last frame of
+            # a VFR or repaired-timestamp video may lie beyond n / average rate)
+            offset = max(k * period, last_time + 1.0 / reader.fps) if k else 0.0
             for chunk in _chunks(reader, opts.resize_factor):
-                out_times = chunk.times + k * period
+                out_times = chunk.times + offset
                 keep = out_times < out_seconds - 1e-9
                 if not keep.any():
                     done = True
@@ -435,6 +472,7 @@ def generate_video(
                 )
                 no_face += int((~face).sum())
                 writer.write(out, ftimes)
+                last_time = float(ftimes[-1])
                 written += len(out)
                 if progress:
                     progress("generate", len(out), total)
@@ -457,4 +495,9 @@ def generate_video(
         stage_seconds=times,
         stale_removed=writer.stale_removed,
         memory=memory,
+        timestamps={
+            "reordered": reader.reordered_times,
+            "repeated or backwards": reader.repaired_times,
+            "missing": reader.missing_times,
+        },
     )

@@ -233,6 +233,10 @@ def save_pretrained(
     )
 
 
+#: the top-level keys of a saved model's config.json
+CONFIG_SECTIONS = frozenset({"format", "format_version", "model", "diffusion", "sampling", "extra"})
+
+
 def read_config_json(
     directory: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION, what: str = "Diff2Lip model"
 ) -> dict[str, Any]:
@@ -249,6 +253,13 @@ def read_config_json(
     if doc.get("format_version") != version:
         raise Diff2LipError(
             f"unsupported format_version {doc.get('format_version')!r} (this version reads {version})",
+            cfg_path,
+        )
+    unknown = sorted(set(doc) - CONFIG_SECTIONS)
+    if unknown:  # unknown keys are errors everywhere else too (a typo must not be ignored silently)
+        raise Diff2LipError(
+            f"unknown top-level key(s) {', '.join(map(repr, unknown))} "
+            f"(expected {', '.join(sorted(CONFIG_SECTIONS))})",
             cfg_path,
         )
     return doc

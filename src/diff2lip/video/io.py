@@ -227,6 +227,9 @@ def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frames, k=k, axes=axes))
 
 
+_MIN_STEP = 2e-5  # s: frame times closer than this (< 2 ticks of the writer's 1/90000 s) count as repeated
+
+
 class VideoReader:
     """Decode a video (or still image) in chunks of upright RGB frames with their timestamps.
 
@@ -253,6 +256,12 @@ class VideoReader:
         self.info = probe(path)
         self.path = self.info.path
         self.chunk_size = int(chunk_size)
+        # frames of the last full iteration whose own pts were reordered (taken from the sorted packet
+        # times), repeated or going backwards (pushed forward), or missing
+        self.reordered_times = 0
+        self.repaired_times = 0
+        self.missing_times = 0
+        self._times_table: tuple[int | None, np.ndarray] | None = None
         if self.info.is_image:
             if image_duration is None:
                 raise Diff2LipError(
@@ -304,6 +313,28 @@ class VideoReader:
             times = (start + np.arange(count, dtype=np.float64)) / self.image_fps
             yield FrameChunk(frames=frames, times=times, start_index=start)
 
+    def _packet_times(self) -> tuple[int | None, np.ndarray]:
+        """``(first stamp, sorted times in s)`` of the video stream's packets (pts, else dts; empty and
+        discarded packets skipped), relative to the earliest; read once by demuxing without decoding."""
+        if self._times_table is None:
+            stamps = []
+            with _open_input(self.path) as container:
+                stream = container.streams.video[0]
+                tb = stream.time_base
+                try:
+                    for packet in container.demux(stream):
+                        stamp = packet.pts if packet.pts is not None else packet.dts
+                        if packet.size and stamp is not None and not packet.is_discard:
+                            stamps.append(stamp)
+                except av.FFmpegError:
+                    pass  # a truncated or damaged file: the times read so far, the rest from the frames
+            if not stamps or tb is None:
+                self._times_table = (None, np.zeros(0))
+            else:
+                first = min(stamps)
+                self._times_table = (first, np.array([float((x - first) * tb) for x in sorted(stamps)]))
+        return self._times_table
+
     def _iter_video(self) -> Iterator[FrameChunk]:
         rotation = self.info.rotation
         # Decoded (stored) size; frames are rotated to the displayed size after conversion.
@@ -322,8 +353,9 @@ class VideoReader:
             times = np.empty(self.chunk_size, np.float64)
             n_in_buf = 0
             index = 0
-            first_pts: int | None = None
+            first_stamp, table = self._packet_times()
             last_time = -fallback_dt
+            repaired = missing = reordered = 0
             decoder = container.decode(stream)
             while True:
                 try:
@@ -334,11 +366,23 @@ class VideoReader:
                     ) from e
                 if frame is None:
                     break
-                if frame.pts is not None and time_base is not None:
-                    if first_pts is None:
-                        first_pts = frame.pts
-                    t = float((frame.pts - first_pts) * time_base)
-                else:
+                # presentation time: the k-th smallest packet timestamp (decoders hand frames out in
+                # presentation order even when a container's per-frame pts are reordered, as in AVIs with
+                # packed B-frames); else the frame's own pts/dts; else the previous time + 1/rate. Times
+                # that still repeat or go backwards are pushed forward, and everything repaired is counted
+                own = frame.pts if frame.pts is not None else frame.dts
+                t = None
+                if index < len(table):
+                    t = table[index]
+                    if own is not None and time_base is not None and first_stamp is not None:
+                        reordered += abs(float((own - first_stamp) * time_base) - t) > _MIN_STEP
+                elif own is not None and time_base is not None and first_stamp is not None:
+                    t = float((own - first_stamp) * time_base)
+                if t is None:
+                    missing += 1
+                    t = last_time + fallback_dt if index else 0.0
+                elif t < last_time + _MIN_STEP:  # repeated or going backwards
+                    repaired += 1
                     t = last_time + fallback_dt
                 last_time = t
                 rgb = frame.to_ndarray(format="rgb24", width=sw, height=sh)  # (sh, sw, 3)
@@ -351,6 +395,8 @@ class VideoReader:
                     buf = np.empty((self.chunk_size, oh, ow, 3), np.uint8)
                     times = np.empty(self.chunk_size, np.float64)
                     n_in_buf = 0
+            # before the last chunk is handed out
+            self.repaired_times, self.missing_times, self.reordered_times = repaired, missing, reordered
             if n_in_buf:
                 yield FrameChunk(frames=buf[:n_in_buf], times=times[:n_in_buf], start_index=index - n_in_buf)
             if index == 0:
