@@ -169,3 +169,37 @@ def test_paper_length_rule_cuts_to_complete_mel_windows(tmp_path, carphone_mp4, 
     info = probe(out)
     assert expected == 22 and info.num_frames == expected
     assert info.audio_duration == pytest.approx(expected / 25, abs=0.03)
+
+
+def test_only_the_frames_the_output_uses_are_tracked(tmp_path, carphone_mp4, tiny_model_dir):
+    """A 0.5 s speech over a 4 s clip: detection stops after the frames the output needs."""
+    import soundfile
+
+    from diff2lip.inference.pipeline import Diff2LipPipeline
+    from diff2lip.inference.runner import GenerateOptions, generate_video
+
+    class Counting:
+        def __init__(self):
+            from diff2lip.video.face import create_detector
+
+            self.inner, self.frames = create_detector("dlib", landmarks=False), 0
+
+        def detect(self, frames):
+            self.frames += len(frames)
+            return self.inner.detect(frames)
+
+    speech = tmp_path / "half_second.wav"
+    t = np.arange(8000) / 16000
+    soundfile.write(speech, 0.3 * np.sin(2 * np.pi * 220 * t), 16000, subtype="PCM_16")
+    detector = Counting()
+    pipe = Diff2LipPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    report = generate_video(
+        carphone_mp4,
+        speech,
+        tmp_path / "o.mp4",
+        pipe,
+        GenerateOptions(steps=2, chunk_size=8),
+        detector=detector,
+    )
+    needed = int(np.ceil(0.5 * 30000 / 1001)) + 2
+    assert report.frames == 15 and detector.frames == needed < probe(carphone_mp4).num_frames

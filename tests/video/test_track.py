@@ -35,10 +35,10 @@ def official_pipeline(detections, frame_size, pads):
 
 
 def test_padding_clipped_to_frame():
-    dets = [[det(10, 5, 110, 95)], [det(50, 40, 70, 60)]]
-    track = track_faces(dets, (100, 120), pads=(10, 10, 20, 20), smooth="none")
+    dets = [[det(10, 5, 110, 95)], [det(50, 40, 70, 60)]]  # two unrelated boxes: choose per frame
+    track = track_faces(dets, (100, 120), pads=(10, 10, 20, 20), smooth="none", choose="score")
     assert track.boxes[0].tolist() == [0, 0, 120, 100]
-    track = track_faces(dets, (100, 120), pads=(3, 4, 5, 6), smooth="none")
+    track = track_faces(dets, (100, 120), pads=(3, 4, 5, 6), smooth="none", choose="score")
     # y1 = 40 - 3, y2 = 60 + 4, x1 = 50 - 5, x2 = 70 + 6
     assert track.boxes[1].tolist() == [45, 37, 76, 64]
     assert track.metadata["pads"] == [3, 4, 5, 6]
@@ -91,22 +91,24 @@ def test_smooth_boxes_short_run_uses_whole_run():
 def test_gap_bridging_and_long_gaps():
     a, b = det(0, 0, 40, 40), det(30, 60, 70, 100)
     dets = [[a], [], [], [b]]
-    track = track_faces(dets, (200, 200), smooth="none")
+    track = track_faces(dets, (200, 200), smooth="none", choose="score")
     assert np.allclose(track.boxes[1], [10, 20, 50, 60]) and np.allclose(track.boxes[2], [20, 40, 60, 80])
     assert track.missing_ranges() == []
     long = [[], [a]] + [[]] * 6 + [[b], []]
-    track = track_faces(long, (200, 200), smooth="none", max_gap=5)
+    track = track_faces(long, (200, 200), smooth="none", max_gap=5, choose="score")
     assert track.has_face.tolist() == [False, True] + [False] * 6 + [True, False]
     assert track.missing_ranges() == [(0, 0), (2, 7), (9, 9)]
-    track = track_faces(long, (200, 200), smooth="none", max_gap=6)
+    track = track_faces(long, (200, 200), smooth="none", max_gap=6, choose="score")
     assert track.missing_ranges() == [(0, 0), (9, 9)]
-    assert track_faces(dets, (200, 200), smooth="none", max_gap=1).missing_ranges() == [(1, 2)]
+    assert track_faces(dets, (200, 200), smooth="none", max_gap=1, choose="score").missing_ranges() == [
+        (1, 2)
+    ]
 
 
 def test_smoothing_never_crosses_a_gap():
     a, b = det(0, 0, 40, 40), det(100, 100, 140, 140)
     dets = [[a]] * 3 + [[]] * 7 + [[b]] * 3
-    track = track_faces(dets, (200, 200), max_gap=5)
+    track = track_faces(dets, (200, 200), max_gap=5, choose="score")
     assert np.array_equal(track.boxes[:3], np.tile([0, 0, 40, 40], (3, 1)))
     assert np.array_equal(track.boxes[10:], np.tile([100, 100, 140, 140], (3, 1)))
     assert track.missing_ranges() == [(3, 9)]
@@ -124,7 +126,36 @@ def test_choose_largest_central_score_track():
     seq = [[det(150, 150, 170, 170)], [big, det(152, 150, 172, 170)], [det(154, 150, 174, 170), big]]
     tracked = track_faces(seq, (200, 200), choose="track", **kw).boxes
     assert tracked[:, 0].tolist() == [150, 152, 154]
-    assert track_faces(seq, (200, 200), choose="largest", **kw).boxes[1:, 0].tolist() == [0, 0]
+    # largest (and central) pick the person once and then follow them too: a larger face appearing later
+    # is another person; score chooses in every frame (the official code)
+    assert track_faces(seq, (200, 200), choose="largest", **kw).boxes[:, 0].tolist() == [150, 152, 154]
+    scored = [[det(150, 150, 170, 170, 0.5)], [big, det(152, 150, 172, 170, 0.5)]]  # big: score 0.6
+    assert track_faces(scored, (200, 200), choose="score", **kw).boxes[:, 0].tolist() == [150, 0]
+
+
+def test_the_followed_person_is_never_handed_to_another_face():
+    """Megamind's failure: the main face is missed for a few frames while a blurred background face is
+    found; the track must pass those frames (or bridge them from the main face), never jump."""
+    main, other = det(100, 100, 200, 200), det(400, 40, 440, 80)
+    dets = [[main, other]] * 10 + [[other]] * 4 + [[det(104, 100, 204, 200), other]] * 6
+    track = track_faces(dets, (480, 640), smooth="mean5", max_gap=5)
+    assert track.has_face.all()  # the 4 missed frames are bridged between the main face's boxes
+    assert (track.boxes[:, 0] >= 100).all() and (track.boxes[:, 0] <= 104).all()  # never near x = 400
+    assert track.metadata["other_faces_passed_over"] == 4
+    long_miss = [[main, other]] * 5 + [[other]] * 8 + [[main, other]] * 5
+    track = track_faces(long_miss, (480, 640), smooth="mean5", max_gap=5)
+    assert track.missing_ranges() == [(5, 12)]  # passed through, not given to the other face
+    assert (track.boxes[track.has_face, 0] == 100).all()  # no averaging across the gap or the identities
+    # a person gone for longer than reacquire_after frames: the choice is made again
+    gone = [[main]] * 3 + [[]] * 6 + [[other]] * 3
+    track = track_faces(gone, (480, 640), smooth="none", max_gap=5, reacquire_after=5)
+    assert track.boxes[-1].tolist() == [400, 40, 440, 80]
+
+
+def test_faces_below_the_minimum_size_are_ignored():
+    dets = [[det(0, 0, 30, 30)], [det(0, 0, 80, 80)]]
+    track = track_faces(dets, (200, 200), smooth="none", choose="score", min_face=40)
+    assert track.has_face.tolist() == [False, True]
 
 
 def test_bad_options_raise():

@@ -76,8 +76,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--face",
         choices=["largest", "central", "score", "track"],
         default=None,
-        help="which face when several are found: largest (default), most central, highest score, or the "
-        "one closest to the previous frame's",
+        help="which person when several faces are found: the largest (default), the most central, or "
+        "'track' (the first seen) is picked once and then followed — frames where that person is missed pass "
+        "through, never another face; 'score' takes the highest-scoring face in every frame (the official code)",
+    )
+    g.add_argument(
+        "--min-face",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="ignore faces narrower than PX pixels: their frames pass through untouched (default 0: none)",
     )
     g.add_argument(
         "--face-track",
@@ -180,6 +188,7 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         except ValueError:
             raise Diff2LipError(f"--batch-size must be an integer or 'auto', got '{batch}'") from None
     overrides.update(
+        min_face=args.min_face,
         face_track=args.face_track,
         resize_factor=args.resize_factor,
         fps=args.fps,

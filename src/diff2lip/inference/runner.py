@@ -53,6 +53,7 @@ class GenerateOptions:
     box: tuple[float, float, float, float] | None = None
     face_track: str | None = None
     max_gap: int = 5
+    min_face: float = 0.0  # faces narrower than this (pixels) are ignored: such frames pass through
     # video
     resize_factor: int = 1
     fps: float = 25.0  # still-image input only
@@ -181,8 +182,10 @@ def detect_track(
     detector: FaceDetector,
     opts: GenerateOptions,
     progress: Progress | None = None,
+    max_frames: int | None = None,
 ) -> FaceTrack:
-    """Pass 1: detect faces chunk by chunk and track them (a still image is detected once)."""
+    """Pass 1: detect faces chunk by chunk and track them (a still image is detected once); with
+    ``max_frames``, only the first frames (those the output will use)."""
     frame_size = _frame_size(reader.info, opts.resize_factor)
     detections: list = []
     if reader.info.is_image:
@@ -192,10 +195,14 @@ def detect_track(
         if progress:
             progress("detect", len(detections), len(detections))
     else:
+        total = reader.num_frames if max_frames is None else min(reader.num_frames or max_frames, max_frames)
         for chunk in _chunks(reader, opts.resize_factor):
-            detections.extend(detector.detect(chunk.frames))
+            frames = chunk.frames if max_frames is None else chunk.frames[: max_frames - len(detections)]
+            detections.extend(detector.detect(frames))
             if progress:
-                progress("detect", len(chunk), reader.num_frames)
+                progress("detect", len(frames), total)
+            if max_frames is not None and len(detections) >= max_frames:
+                break
     if not detections:
         raise Diff2LipError("video has no frames", path)
     return track_faces(
@@ -206,6 +213,7 @@ def detect_track(
         choose=opts.choose,
         max_gap=opts.max_gap,
         integer=opts.integer_boxes,
+        min_face=opts.min_face,
         metadata={"detector": opts.detector, "pads": list(opts.pads), "smooth": opts.smooth},
     )
 
@@ -222,9 +230,11 @@ def get_face_track(
     opts: GenerateOptions,
     detector: FaceDetector | None,
     progress: Progress | None = None,
+    max_frames: int | None = None,
 ) -> FaceTrack:
     """The face track: a saved file (``face_track`` that exists), a fixed ``box``, or detection (saved to
-    ``face_track`` when that path does not exist yet)."""
+    ``face_track`` when that path does not exist yet; then always of the whole video, else of the first
+    ``max_frames`` frames when given)."""
     frame_size = _frame_size(reader.info, opts.resize_factor)
     if opts.face_track and Path(opts.face_track).is_file():
         track = FaceTrack.load(opts.face_track)
@@ -235,7 +245,7 @@ def get_face_track(
     if detector is None:
         kw = {"weights_path": opts.detector_weights} if opts.detector == "s3fd" else {}
         detector = create_detector(opts.detector, **kw)
-    track = detect_track(path, reader, detector, opts, progress)
+    track = detect_track(path, reader, detector, opts, progress, None if opts.face_track else max_frames)
     if opts.face_track:
         track.save(opts.face_track)
     return track
@@ -398,7 +408,12 @@ def generate_video(
     times["audio"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    track = get_face_track(video, reader, opts, detector, progress)
+    # detect only the frames the output will use when the audio ends before the video (a loop needs all)
+    needed = None
+    if opts.length in ("audio", "shortest", "paper") and not info.is_image and reader.num_frames:
+        needed = math.ceil(audio_seconds * reader.fps) + 2
+        needed = needed if needed < reader.num_frames else None
+    track = get_face_track(video, reader, opts, detector, progress, needed)
     n_src = track.num_frames
     size = pipeline.image_size
     ref_crop = _reference_crop(opts, reader, track, size, detector)
@@ -491,7 +506,12 @@ def generate_video(
         fps=reader.fps,
         duration=out_seconds,
         frames_without_face=no_face,
-        no_face_summary=track.summary(),
+        no_face_summary=track.summary()
+        + (
+            f"; {track.metadata['other_faces_passed_over']} of them showed only other faces (not used)"
+            if track.metadata.get("other_faces_passed_over")
+            else ""
+        ),
         stage_seconds=times,
         stale_removed=writer.stale_removed,
         memory=memory,

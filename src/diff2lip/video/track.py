@@ -245,6 +245,21 @@ def _choose(
     return max(faces, key=lambda f: (f.area, f.score))  # "largest", and "track" before its first face
 
 
+def _continues(
+    box: tuple[float, float, float, float], previous: tuple[float, float, float, float], frames: int
+) -> bool:
+    """Whether ``box`` can be the same person as ``previous`` seen ``frames`` frames earlier: its centre
+    within ``(0.5 + 0.25 · frames)`` of the previous box's size, and its size within a factor 1.6."""
+    pw, ph = previous[2] - previous[0], previous[3] - previous[1]
+    w, h = box[2] - box[0], box[3] - box[1]
+    size, prev_size = math.sqrt(max(w * h, 1e-9)), math.sqrt(max(pw * ph, 1e-9))
+    if not 1 / 1.6 <= size / prev_size <= 1.6:
+        return False
+    dx = 0.5 * (box[0] + box[2] - previous[0] - previous[2])
+    dy = 0.5 * (box[1] + box[3] - previous[1] - previous[3])
+    return math.hypot(dx, dy) <= (0.5 + 0.25 * frames) * prev_size
+
+
 def smooth_boxes(boxes: np.ndarray, window: int = SMOOTH_WINDOW, integer: bool = False) -> np.ndarray:
     """The official ``get_smoothened_boxes``: box ``i`` becomes the mean of ``boxes[i : i + window]``.
 
@@ -280,14 +295,21 @@ def track_faces(
     max_gap: int = 5,
     integer: bool = False,
     metadata: dict[str, Any] | None = None,
+    min_face: float = 0.0,
+    reacquire_after: int = 50,
 ) -> FaceTrack:
     """One box per frame from per-frame detections (frames without a face stay "no face").
 
     Steps, per frame then over the video:
 
-    1. choose one face: ``largest`` (area), ``central`` (centre closest to the frame centre), ``score``
-       (highest score: the official code's first S3FD box) or ``track`` (the face closest to the previously
-       chosen one; the largest until the first choice);
+    0. detections narrower than ``min_face`` pixels are ignored (too small to lip-sync);
+    1. choose one face. ``score`` picks the highest score in every frame independently (the official
+       code's first S3FD box). The other modes pick a person once — ``largest`` (area), ``central``
+       (centre closest to the frame centre) or ``track`` (largest) — and then **follow that person**: in
+       each later frame only a face continuous with the last one chosen (centre within
+       ``0.5 + 0.25 · frames-since`` of its size, size within a factor 1.6) can be chosen; when that
+       person is not found the frame has no face — it is never handed to another face. After
+       ``reacquire_after`` frames without the person (a cut, the person left), the mode picks again;
     2. pad as the official ``face_detect``: ``y1 = max(0, top - pad_top)``, ``y2 = min(H, bottom +
        pad_bottom)``, ``x1 = max(0, left - pad_left)``, ``x2 = min(W, right + pad_right)``; a box left
        empty (detection outside the frame) counts as no face;
@@ -313,18 +335,28 @@ def track_faces(
 
     boxes = np.full((len(detections), 4), np.nan)  # (N, 4)
     previous = None
+    last_seen = -1
+    passed_over = 0  # frames with faces, none of them the followed person
     for i, faces in enumerate(detections):
+        faces = [f for f in faces if f.width >= min_face]
         if not faces:
             continue
-        face = _choose(list(faces), choose, (height, width), previous)
-        previous = face.box
+        if choose == "score" or previous is None or i - last_seen > reacquire_after:
+            face = _choose(faces, choose, (height, width), None)
+        else:
+            same = [f for f in faces if _continues(f.box, previous, i - last_seen)]
+            if not same:
+                passed_over += 1
+                continue
+            face = _choose(same, "track", (height, width), previous)
         x1, y1, x2, y2 = face.box
         if integer:
             x1, y1, x2, y2 = (float(int(max(0.0, v))) for v in face.box)
         y1, y2 = max(0.0, y1 - pad_top), min(float(height), y2 + pad_bottom)
         x1, x2 = max(0.0, x1 - pad_left), min(float(width), x2 + pad_right)
-        if x2 > x1 and y2 > y1:
+        if x2 > x1 and y2 > y1:  # (a detection outside the frame is no face, and not followed)
             boxes[i] = (x1, y1, x2, y2)
+            previous, last_seen = face.box, i
 
     has = ~np.isnan(boxes).any(axis=1)
     for first, last in _runs(~has):
@@ -344,6 +376,7 @@ def track_faces(
         "pads": [float(p) for p in pads],
         "smooth": smooth,
         "choose": choose,
+        "other_faces_passed_over": passed_over,
         "max_gap": int(max_gap),
         "integer": bool(integer),
         **(metadata or {}),
