@@ -203,3 +203,18 @@ def test_only_the_frames_the_output_uses_are_tracked(tmp_path, carphone_mp4, tin
     )
     needed = int(np.ceil(0.5 * 30000 / 1001)) + 2
     assert report.frames == 15 and detector.frames == needed < probe(carphone_mp4).num_frames
+
+
+def test_generate_reports_the_shots(tmp_path, carphone_mp4, astronaut, tiny_model_dir, speech_wav, capsys):
+    from diff2lip.video.face import resize_frames
+
+    a = read_all(carphone_mp4).frames[:20]
+    b = np.repeat(resize_frames(astronaut[None], 144, 176), 20, axis=0)
+    clip = tmp_path / "two_shots.mp4"
+    with VideoWriter(clip, width=176, height=144, fps=25, crf=12) as w:
+        w.write(np.concatenate([a, b]))
+    args = [clip, speech_wav, "-o", tmp_path / "o.mp4", "--checkpoint", tiny_model_dir, "--length", "video"]
+    assert main(["generate", *map(str, args), "-q", "--steps", "2"]) == 0
+    assert "2 shots (cuts at frames 20)" in capsys.readouterr().out
+    assert main(["generate", *map(str, args), "-q", "--steps", "2", "--no-shots"]) == 0
+    assert "shots" not in capsys.readouterr().out

@@ -255,3 +255,26 @@ def test_from_box_and_compatibility():
         track.check_compatible(5, (144, 176))
     with pytest.raises(Diff2LipError, match="outside"):
         FaceTrack.from_box((200, 0, 300, 50), num_frames=4, frame_size=(144, 176))
+
+
+def test_shot_cuts_are_found_and_nothing_crosses_them(carphone_mp4, astronaut):
+    from diff2lip.video.face import resize_frames
+    from diff2lip.video.io import read_all
+    from diff2lip.video.shots import ShotDetector, shot_ranges
+
+    a = read_all(carphone_mp4).frames[:20]  # (20, 144, 176, 3)
+    b = np.repeat(resize_frames(astronaut[None], 144, 176), 20, axis=0)  # another picture: a cut at 20
+    shots = ShotDetector(min_shot=5)
+    for chunk in (a[:7], a[7:], b[:3], b[3:]):  # fed in chunks of any size
+        shots.feed(chunk)
+    assert shots.cuts == [20]
+    assert shot_ranges(shots.cuts, 40) == [(0, 19), (20, 39)]
+    # the person of the first shot is not carried into the second, and no box is smoothed across
+    left, right = det(20, 20, 80, 80), det(60, 30, 120, 90)  # close enough to pass as one person
+    dets = [[left]] * 20 + [[right]] * 20
+    one = track_faces(dets, (144, 176), max_gap=5)
+    cut = track_faces(dets, (144, 176), max_gap=5, cuts=shots.cuts)
+    assert not np.array_equal(one.boxes[17:20], np.tile([20, 20, 80, 80], (3, 1)))  # without: smoothed across
+    assert np.array_equal(cut.boxes[:20], np.tile([20, 20, 80, 80], (20, 1)))
+    assert np.array_equal(cut.boxes[20:], np.tile([60, 30, 120, 90], (20, 1)))
+    assert cut.metadata["shots"] == [[0, 19], [20, 39]]

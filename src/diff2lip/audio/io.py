@@ -51,13 +51,37 @@ def _audio_stream(container: av.container.InputContainer, p: Path) -> av.audio.s
     return container.streams.audio[0]
 
 
+def decode_frames(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, p: Path
+) -> Iterator[av.AudioFrame]:
+    """The decoded frames of ``stream``, packet by packet; a packet the decoder rejects (a damaged one, e.g.
+    the first AC-3 packet of opencv's Megamind.avi) is skipped as FFmpeg's command line does. Raises a
+    one-line :class:`Diff2LipError` only when the stream cannot be read or no packet decodes at all."""
+    decoded = 0
+    error: av.FFmpegError | None = None
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as e:
+                error = e
+                continue
+            for frame in frames:
+                decoded += 1
+                yield frame
+    except av.FFmpegError as e:  # the container itself (truncated file): keep what was decoded
+        error = e
+    if decoded == 0 and error is not None:
+        raise Diff2LipError(f"cannot decode audio: {_one_line(error)}", p) from error
+
+
 def _native_chunks(p: Path) -> Iterator[tuple[np.ndarray, int]]:
     """Yield ``(samples (channels, n) float32, sample_rate)`` for each decoded frame of the first audio stream."""
     with _open(p) as container:
         stream = _audio_stream(container, p)
         to_float = av.AudioResampler(format="fltp")  # format change only: same layout and rate
         try:
-            for frame in container.decode(stream):
+            for frame in decode_frames(container, stream, p):
                 for out in to_float.resample(frame):
                     yield out.to_ndarray(), out.sample_rate  # (channels, n)
             for out in to_float.resample(None):

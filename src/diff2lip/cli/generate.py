@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="'paper' reproduces the official inference's frames: integer boxes with 5-frame mean, seed-7 "
         "shared noise, DDIM-25, 128px crops; crop and paste-back of the whole box with OpenCV's bilinear "
         "resize (no antialias) and uint8 truncation; audio resampled with resampy's kaiser_best; output cut "
-        "to the frames with a complete 0.2 s mel window (needs: pip install 'diff2lip[paper]'). The default "
+        "to the frames with a complete 0.2 s mel window; no shot-cut handling (needs: pip install "
+        "'diff2lip[paper]'). The default "
         "resizes with antialiasing and feathers only the lower face, leaving the rest bit-identical",
     )
     g = p.add_argument_group("faces")
@@ -79,6 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="which person when several faces are found: the largest (default), the most central, or "
         "'track' (the first seen) is picked once and then followed — frames where that person is missed pass "
         "through, never another face; 'score' takes the highest-scoring face in every frame (the official code)",
+    )
+    g.add_argument(
+        "--no-shots",
+        action="store_true",
+        help="do not detect shot cuts (default: each shot is tracked on its own; nothing crosses a cut)",
     )
     g.add_argument(
         "--min-face",
@@ -176,6 +182,8 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         overrides["box"] = _box(args.box)
     if args.nosmooth:
         overrides["smooth"] = "none"
+    if args.no_shots:
+        overrides["shots"] = False
     if args.face is not None:
         overrides["choose"] = args.face
     for name in ("sampler", "steps", "seed", "blend", "reference", "length"):

@@ -33,6 +33,7 @@ from diff2lip.video.crop import crop_faces, paste_back
 from diff2lip.video.face import FaceDetector, create_detector
 from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
 from diff2lip.video.official import crop_faces_official, paste_back_official
+from diff2lip.video.shots import ShotDetector
 from diff2lip.video.track import FaceTrack, track_faces
 
 Progress = Callable[[str, int, int | None], None]
@@ -54,6 +55,7 @@ class GenerateOptions:
     face_track: str | None = None
     max_gap: int = 5
     min_face: float = 0.0  # faces narrower than this (pixels) are ignored: such frames pass through
+    shots: bool = True  # detect shot cuts and track each shot on its own (the official code does not)
     # video
     resize_factor: int = 1
     fps: float = 25.0  # still-image input only
@@ -91,6 +93,7 @@ class GenerateOptions:
             choose="score",
             integer_boxes=True,
             max_gap=0,
+            shots=False,
             blend="hard",
             seed=PAPER_SEED,
             sampler="ddim",
@@ -119,9 +122,9 @@ class GenerateReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stale_removed: list[Path] = field(default_factory=list)  # partial outputs of killed runs, removed
     memory: MemoryPlan | None = None
-    timestamps: dict[str, int] = field(
-        default_factory=dict
-    )  # frames whose time was reordered/repaired/missing
+    # frames whose time was reordered / repeated or backwards / missing
+    timestamps: dict[str, int] = field(default_factory=dict)
+    shots: list[list[int]] = field(default_factory=list)  # inclusive [first, last] frames of each shot
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -136,6 +139,10 @@ class GenerateReport:
             else ""
         )
         memory = f"; memory: {self.memory.describe()}" if self.memory and self.memory.reduced else ""
+        if len(self.shots) > 1:
+            memory += (
+                f"; {len(self.shots)} shots (cuts at frames {', '.join(str(a) for a, _ in self.shots[1:])})"
+            )
         fixed = ", ".join(f"{n} {what}" for what, n in self.timestamps.items() if n)
         memory += f"; frame times repaired: {fixed}" if fixed else ""
         return (
@@ -188,6 +195,7 @@ def detect_track(
     ``max_frames``, only the first frames (those the output will use)."""
     frame_size = _frame_size(reader.info, opts.resize_factor)
     detections: list = []
+    shots = ShotDetector() if opts.shots and not reader.info.is_image else None
     if reader.info.is_image:
         first = next(iter(_chunks(reader, opts.resize_factor)))
         found = detector.detect(first.frames[:1])[0]
@@ -199,6 +207,8 @@ def detect_track(
         for chunk in _chunks(reader, opts.resize_factor):
             frames = chunk.frames if max_frames is None else chunk.frames[: max_frames - len(detections)]
             detections.extend(detector.detect(frames))
+            if shots is not None:
+                shots.feed(frames)
             if progress:
                 progress("detect", len(frames), total)
             if max_frames is not None and len(detections) >= max_frames:
@@ -214,6 +224,7 @@ def detect_track(
         max_gap=opts.max_gap,
         integer=opts.integer_boxes,
         min_face=opts.min_face,
+        cuts=shots.cuts if shots is not None else (),
         metadata={"detector": opts.detector, "pads": list(opts.pads), "smooth": opts.smooth},
     )
 
@@ -515,6 +526,7 @@ def generate_video(
         stage_seconds=times,
         stale_removed=writer.stale_removed,
         memory=memory,
+        shots=[list(r) for r in track.metadata.get("shots", [])],
         timestamps={
             "reordered": reader.reordered_times,
             "repeated or backwards": reader.repaired_times,

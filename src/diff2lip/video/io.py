@@ -484,14 +484,13 @@ class _AudioSource:
                 yield frame
             return
         assert self._path is not None
+        from diff2lip.audio.io import decode_frames
+
         with _open_input(self._path) as c:
             stream = c.streams.audio[0]
-            try:
-                for frame in c.decode(stream):
-                    frame.pts = None  # samples are concatenated in decode order
-                    yield frame
-            except av.FFmpegError as e:
-                raise Diff2LipError(f"cannot decode audio ({_one_line(e)})", self._path) from e
+            for frame in decode_frames(c, stream, self._path):  # damaged packets skipped
+                frame.pts = None  # samples are concatenated in decode order
+                yield frame
 
     def _resampled(self) -> Iterator[np.ndarray]:
         resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)

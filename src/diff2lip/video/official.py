@@ -6,7 +6,7 @@ the generated crop back with ``cv2.resize(crop, (x2 - x1, y2 - y1))`` over the w
 default path (:mod:`diff2lip.video.crop`) resamples with antialiasing (cleaner when the box is much larger
 than the crop) and feathers only the lower face; to give the same frames as the official code the paper
 preset calls OpenCV itself here (a 2-tap fixed-point resize re-implemented by hand would differ by a level
-on some pixels). OpenCV comes with the ``paper`` extra: ``pip install 'diff2lip[paper]'``.
+on some pixels). OpenCV (``opencv-python-headless``) is a dependency of the package.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _cv2() -> Any:
         import cv2
     except ImportError:
         raise Diff2LipError(
-            "--preset paper resizes faces with OpenCV as the official code does: pip install 'diff2lip[paper]'"
+            "--preset paper resizes faces with OpenCV as the official code does: pip install opencv-python-headless"
         ) from None
     return cv2
 

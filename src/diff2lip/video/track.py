@@ -285,7 +285,7 @@ def smooth_boxes(boxes: np.ndarray, window: int = SMOOTH_WINDOW, integer: bool =
     return out
 
 
-def track_faces(
+def _track_shot(
     detections: Sequence[Sequence[FaceDetection]],
     frame_size: tuple[int, int],
     *,
@@ -382,3 +382,30 @@ def track_faces(
         **(metadata or {}),
     }
     return FaceTrack(boxes, (height, width), info)
+
+
+def track_faces(
+    detections: Sequence[Sequence[FaceDetection]],
+    frame_size: tuple[int, int],
+    *,
+    cuts: Sequence[int] = (),
+    **options: Any,
+) -> FaceTrack:
+    """One box per frame from per-frame detections; see :func:`_track_shot` for the options.
+
+    ``cuts``: the first frames of new shots (:class:`~diff2lip.video.shots.ShotDetector`). Each shot is
+    tracked on its own — the person is chosen again after a cut, and no box is smoothed, interpolated or
+    carried across a cut; the track's metadata lists the shots.
+    """
+    from diff2lip.video.shots import shot_ranges
+
+    shots = shot_ranges(list(cuts), len(detections)) if len(detections) else []
+    if len(shots) <= 1:
+        track = _track_shot(detections, frame_size, **options)
+        track.metadata["shots"] = [list(r) for r in shots]
+        return track
+    parts = [_track_shot(detections[a : b + 1], frame_size, **options) for a, b in shots]
+    track = FaceTrack(np.concatenate([p.boxes for p in parts]), parts[0].frame_size, dict(parts[0].metadata))
+    track.metadata["other_faces_passed_over"] = sum(p.metadata["other_faces_passed_over"] for p in parts)
+    track.metadata["shots"] = [list(r) for r in shots]
+    return track
