@@ -82,6 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "through, never another face; 'score' takes the highest-scoring face in every frame (the official code)",
     )
     g.add_argument(
+        "--face-id",
+        type=int,
+        default=None,
+        metavar="K",
+        help="lip-sync only person K as `diff2lip faces VIDEO` numbers them (default: the automatic choice)",
+    )
+    g.add_argument(
         "--no-shots",
         action="store_true",
         help="do not detect shot cuts (default: each shot is tracked on its own; nothing crosses a cut)",
@@ -184,6 +191,8 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         overrides["smooth"] = "none"
     if args.no_shots:
         overrides["shots"] = False
+    if args.face_id is not None:
+        overrides["face_id"] = args.face_id
     if args.face is not None:
         overrides["choose"] = args.face
     for name in ("sampler", "steps", "seed", "blend", "reference", "length"):

@@ -33,6 +33,7 @@ from diff2lip.video.crop import crop_faces, paste_back
 from diff2lip.video.face import FaceDetector, create_detector
 from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
 from diff2lip.video.official import crop_faces_official, paste_back_official
+from diff2lip.video.people import detections_of, track_people
 from diff2lip.video.shots import ShotDetector
 from diff2lip.video.track import FaceTrack, track_faces
 
@@ -56,6 +57,9 @@ class GenerateOptions:
     max_gap: int = 5
     min_face: float = 0.0  # faces narrower than this (pixels) are ignored: such frames pass through
     shots: bool = True  # detect shot cuts and track each shot on its own (the official code does not)
+    face_id: int | None = (
+        None  # lip-sync this person of `diff2lip faces` only (default: the automatic choice)
+    )
     # video
     resize_factor: int = 1
     fps: float = 25.0  # still-image input only
@@ -215,16 +219,28 @@ def detect_track(
                 break
     if not detections:
         raise Diff2LipError("video has no frames", path)
+    cuts = shots.cuts if shots is not None else ()
+    choose = opts.choose
+    if opts.face_id is not None:  # one person of `diff2lip faces` (ids in order of first appearance)
+        people = track_people(detections, cuts=cuts, min_face=opts.min_face)
+        if not 0 <= opts.face_id < len(people):
+            raise Diff2LipError(
+                f"--face-id {opts.face_id}: {len(people)} people found in the frames used (ids 0–"
+                f"{len(people) - 1}); `diff2lip faces VIDEO` shows them",
+                path,
+            )
+        detections = detections_of(people[opts.face_id], len(detections))
+        choose = "score"
     return track_faces(
         detections,
         frame_size,
         pads=opts.pads,
         smooth=opts.smooth,
-        choose=opts.choose,
+        choose=choose,
         max_gap=opts.max_gap,
         integer=opts.integer_boxes,
         min_face=opts.min_face,
-        cuts=shots.cuts if shots is not None else (),
+        cuts=cuts,
         metadata={"detector": opts.detector, "pads": list(opts.pads), "smooth": opts.smooth},
     )
 

@@ -1,0 +1,158 @@
+"""Every face in a video, as people with stable ids (``diff2lip faces``, ``generate --face-id``).
+
+Detections are linked frame to frame into people: a face continues a person seen up to ``reacquire_after``
+frames earlier when its centre and size are continuous with that person's last box (the same test as the
+single-person tracker, :func:`~diff2lip.video.track.track_faces`), pairs are linked greedily, closest
+first, and a face that continues nobody starts a new person. Nobody is carried across a shot cut. Ids are
+given in order of first appearance, so the ids of a prefix of the video are those of the whole video:
+``generate --face-id K`` finds the person ``diff2lip faces`` showed as K.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from diff2lip.video.face import FaceDetection
+from diff2lip.video.track import _continues
+
+__all__ = ["Person", "detections_of", "track_people"]
+
+
+@dataclass
+class Person:
+    """One person: their detection in each frame where they were found."""
+
+    id: int
+    detections: dict[int, FaceDetection] = field(default_factory=dict)
+
+    @property
+    def first(self) -> int:
+        return min(self.detections)
+
+    @property
+    def last(self) -> int:
+        return max(self.detections)
+
+    def best_frame(self) -> int:
+        """The frame where this person's face is largest (for a thumbnail)."""
+        return max(self.detections, key=lambda i: self.detections[i].area)
+
+
+def track_people(
+    detections: Sequence[Sequence[FaceDetection]],
+    *,
+    cuts: Sequence[int] = (),
+    reacquire_after: int = 25,
+    min_face: float = 0.0,
+) -> list[Person]:
+    """Link per-frame detections into people (see the module docstring); sorted by id."""
+    people: list[Person] = []
+    active: list[Person] = []
+    cut_set = set(cuts)
+    for i, faces in enumerate(detections):
+        if i in cut_set:
+            active = []
+        active = [p for p in active if i - p.last <= reacquire_after]
+        faces = [f for f in faces if f.width >= min_face]
+        pairs = []
+        for fi, face in enumerate(faces):
+            for p in active:
+                prev = p.detections[p.last].box
+                if _continues(face.box, prev, i - p.last):
+                    d = math.hypot(
+                        face.center[0] - 0.5 * (prev[0] + prev[2]), face.center[1] - 0.5 * (prev[1] + prev[3])
+                    )
+                    pairs.append((d, fi, p.id))
+        taken_faces: set[int] = set()
+        taken_people: set[int] = set()
+        for _, fi, pid in sorted(pairs):
+            if fi in taken_faces or pid in taken_people:
+                continue
+            people[pid].detections[i] = faces[fi]
+            taken_faces.add(fi)
+            taken_people.add(pid)
+        for fi, face in enumerate(faces):
+            if fi not in taken_faces:
+                person = Person(len(people), {i: face})
+                people.append(person)
+                active.append(person)
+    return people
+
+
+def detections_of(person: Person, num_frames: int) -> list[list[FaceDetection]]:
+    """Per-frame detection lists holding only ``person``'s face (for the single-person tracker)."""
+    return [[person.detections[i]] if i in person.detections else [] for i in range(num_frames)]
+
+
+THUMB = 128
+
+
+def find_people(
+    path: str,
+    detector: object,
+    *,
+    chunk_size: int = 16,
+    shots: bool = True,
+    min_face: float = 0.0,
+    progress: object = None,
+) -> tuple[list[Person], list[tuple[int, int]], int, list]:
+    """Detect and link every face of a video file.
+
+    Returns ``(people, shot ranges, number of frames, thumbnails)`` with one ``(THUMB, THUMB, 3)`` uint8
+    crop per person (its largest face, squared and padded by a quarter of its size).
+    """
+    import numpy as np
+
+    from diff2lip.errors import Diff2LipError
+    from diff2lip.video.face import resize_frames
+    from diff2lip.video.io import VideoReader
+    from diff2lip.video.shots import ShotDetector, shot_ranges
+
+    reader = VideoReader(path, chunk_size=chunk_size)
+    if reader.info.is_image:
+        raise Diff2LipError("expected a video; a still image has one frame (use generate directly)", path)
+    cut_finder = ShotDetector() if shots else None
+    detections: list = []
+    for chunk in reader:
+        detections.extend(detector.detect(chunk.frames))  # type: ignore[attr-defined]
+        if cut_finder is not None:
+            cut_finder.feed(chunk.frames)
+        if progress is not None:
+            progress(len(chunk), reader.num_frames)  # type: ignore[operator]
+    cuts = cut_finder.cuts if cut_finder is not None else []
+    people = track_people(detections, cuts=cuts, min_face=min_face)
+    wanted = {p.best_frame(): [] for p in people}
+    for p in people:
+        wanted[p.best_frame()].append(p)
+    thumbs: list = [None] * len(people)
+    for chunk in reader:  # a second pass for the thumbnails
+        for j, frame in enumerate(chunk.frames):
+            for p in wanted.get(chunk.start_index + j, []):
+                x1, y1, x2, y2 = p.detections[chunk.start_index + j].box
+                side = 1.25 * max(x2 - x1, y2 - y1)
+                cx, cy = 0.5 * (x1 + x2), 0.5 * (y1 + y2)
+                h, w = frame.shape[:2]
+                a, b = int(max(0, cy - side / 2)), int(min(h, cy + side / 2))
+                c, d = int(max(0, cx - side / 2)), int(min(w, cx + side / 2))
+                thumbs[p.id] = resize_frames(np.ascontiguousarray(frame[a:b, c:d])[None], THUMB, THUMB)[0]
+    return people, shot_ranges(cuts, len(detections)), len(detections), thumbs
+
+
+def contact_sheet(people: list[Person], thumbs: list, columns: int = 6) -> object:
+    """A PIL image: one thumbnail per person with its id and frame range underneath."""
+    from PIL import Image, ImageDraw
+
+    columns = max(1, min(columns, len(people)))
+    rows = max(1, math.ceil(len(people) / columns))
+    label = 28
+    sheet = Image.new("RGB", (columns * THUMB, rows * (THUMB + label)), (32, 32, 32))
+    draw = ImageDraw.Draw(sheet)
+    for p, thumb in zip(people, thumbs):
+        x, y = (p.id % columns) * THUMB, (p.id // columns) * (THUMB + label)
+        if thumb is not None:
+            sheet.paste(Image.fromarray(thumb), (x, y))
+        draw.text((x + 4, y + THUMB + 2), f"id {p.id}", fill=(255, 255, 255))
+        draw.text((x + 4, y + THUMB + 14), f"frames {p.first}-{p.last}", fill=(200, 200, 200))
+    return sheet

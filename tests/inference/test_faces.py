@@ -1,0 +1,66 @@
+"""Several people (issue 16): ``diff2lip faces`` ids and ``generate --face-id``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diff2lip.cli import main
+from diff2lip.video.face import FaceDetection, resize_frames
+from diff2lip.video.io import VideoWriter, read_all
+from diff2lip.video.people import track_people
+
+
+@pytest.fixture(scope="module")
+def two_people(tmp_path_factory, carphone_mp4, astronaut) -> Path:
+    """Two real faces side by side: the carphone man (moving, left) and the astronaut (still, right)."""
+    left = read_all(carphone_mp4).frames[:16]  # (16, 144, 176, 3)
+    right = np.repeat(resize_frames(astronaut[None, 40:300, 120:380], 144, 144), 16, axis=0)
+    frames = np.concatenate([left, right], axis=2)  # (16, 144, 320, 3)
+    out = tmp_path_factory.mktemp("people") / "two.mp4"
+    with VideoWriter(out, width=320, height=144, fps=25, crf=12) as w:
+        w.write(frames)
+    return out
+
+
+def test_people_get_stable_ids_in_order_of_appearance():
+    a = [FaceDetection((10.0 + k, 10.0, 60.0 + k, 60.0), 1.0) for k in range(6)]
+    b = FaceDetection((200.0, 20.0, 250.0, 70.0), 1.0)
+    dets = [[a[0]], [a[1], b], [b, a[2]], [], [a[4], b], [a[5]]]  # b appears later; a missed in frame 3
+    people = track_people(dets)
+    assert [sorted(p.detections) for p in people] == [[0, 1, 2, 4, 5], [1, 2, 4]]
+    assert track_people(dets[:3])[1].detections.keys() == {1, 2}  # a prefix gives the same ids
+    assert len(track_people(dets, cuts=[4])) == 4  # nobody is carried across a cut
+
+
+def test_faces_command_and_face_id(tmp_path, two_people, tiny_model_dir, speech_wav, capsys):
+    sheet, doc = tmp_path / "faces.png", tmp_path / "faces.json"
+    assert main(["faces", str(two_people), "-o", str(sheet), "--json", str(doc), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 people in 16 frames" in printed and sheet.is_file()
+    people = json.loads(doc.read_text())["people"]
+    assert [p["id"] for p in people] == [0, 1]
+    boxes = {p["id"]: np.median(np.array(list(p["frames"].values())), axis=0).astype(int) for p in people}
+
+    def lower_change(got, src, k):  # mean change in the lower half of person k's face box
+        x1, y1, x2, y2 = boxes[k]
+        y = (y1 + y2) // 2
+        return np.abs(
+            got[:, y + 2 : y2 - 2, x1 + 4 : x2 - 4] - src[:, y + 2 : y2 - 2, x1 + 4 : x2 - 4]
+        ).mean()
+
+    src = read_all(two_people).frames.astype(int)
+    for k in (0, 1):
+        out = tmp_path / f"id{k}.mp4"
+        args = [two_people, speech_wav, "-o", out, "--checkpoint", tiny_model_dir, "--length", "video"]
+        assert main(["generate", *map(str, args), "--face-id", str(k), "-q", "--steps", "2"]) == 0
+        got = read_all(out).frames.astype(int)
+        assert lower_change(got, src, k) > 15  # this person's mouth is re-drawn (a tiny random model)
+        assert lower_change(got, src, 1 - k) < 5  # the other person is untouched (codec noise only)
+    assert main(["generate", str(two_people), str(speech_wav), "-o", str(tmp_path / "x.mp4"),
+                 "--checkpoint", str(tiny_model_dir), "--face-id", "5", "-q"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--face-id 5: 2 people found" in err and "diff2lip faces" in err
