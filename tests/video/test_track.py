@@ -278,3 +278,21 @@ def test_shot_cuts_are_found_and_nothing_crosses_them(carphone_mp4, astronaut):
     assert np.array_equal(cut.boxes[:20], np.tile([20, 20, 80, 80], (20, 1)))
     assert np.array_equal(cut.boxes[20:], np.tile([60, 30, 120, 90], (20, 1)))
     assert cut.metadata["shots"] == [[0, 19], [20, 39]]
+
+
+def _with_yaw(box, fraction):
+    """A detection whose nose tip (landmark 30) lies at ``fraction`` of the way between the jaw's ends."""
+    marks = np.zeros((68, 2))
+    marks[0, 0], marks[16, 0] = box[0], box[2]
+    marks[30, 0] = box[0] + fraction * (box[2] - box[0])
+    return FaceDetection(box=tuple(float(v) for v in box), score=1.0, landmarks=marks)
+
+
+def test_faces_turned_beyond_max_yaw_pass_through_and_are_counted():
+    frontal, turned = _with_yaw((0, 0, 100, 100), 0.5), _with_yaw((0, 0, 100, 100), 0.95)
+    assert frontal.yaw == pytest.approx(0.0) and turned.yaw == pytest.approx(np.degrees(np.arcsin(0.9)))
+    assert det(0, 0, 10, 10).yaw is None  # no landmarks: no estimate
+    dets = [[frontal]] * 3 + [[turned]] * 10 + [[frontal]] * 3
+    track = track_faces(dets, (200, 200), smooth="none", max_yaw=45)
+    assert track.missing_ranges() == [(3, 12)] and track.metadata["turned_away"] == 10
+    assert track_faces(dets, (200, 200), smooth="none").has_face.all()  # no limit by default

@@ -101,6 +101,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ignore faces narrower than PX pixels: their frames pass through untouched (default 0: none)",
     )
     g.add_argument(
+        "--max-yaw",
+        type=float,
+        default=None,
+        metavar="DEG",
+        help="ignore faces turned further than DEG degrees (estimated from the 68 landmarks): their frames "
+        "pass through untouched and are counted (default: no limit)",
+    )
+    g.add_argument(
         "--face-track",
         default=None,
         help="face-track JSON: loaded if it exists (skips detection), else written after detection",
@@ -206,6 +214,7 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
             raise Diff2LipError(f"--batch-size must be an integer or 'auto', got '{batch}'") from None
     overrides.update(
         min_face=args.min_face,
+        max_yaw=args.max_yaw,
         face_track=args.face_track,
         resize_factor=args.resize_factor,
         fps=args.fps,

@@ -56,6 +56,7 @@ class GenerateOptions:
     face_track: str | None = None
     max_gap: int = 5
     min_face: float = 0.0  # faces narrower than this (pixels) are ignored: such frames pass through
+    max_yaw: float | None = None  # faces turned further than this (degrees, from the landmarks) are ignored
     shots: bool = True  # detect shot cuts and track each shot on its own (the official code does not)
     face_id: int | None = (
         None  # lip-sync this person of `diff2lip faces` only (default: the automatic choice)
@@ -240,6 +241,7 @@ def detect_track(
         max_gap=opts.max_gap,
         integer=opts.integer_boxes,
         min_face=opts.min_face,
+        max_yaw=opts.max_yaw,
         cuts=cuts,
         metadata={"detector": opts.detector, "pads": list(opts.pads), "smooth": opts.smooth},
     )
@@ -537,6 +539,11 @@ def generate_video(
         + (
             f"; {track.metadata['other_faces_passed_over']} of them showed only other faces (not used)"
             if track.metadata.get("other_faces_passed_over")
+            else ""
+        )
+        + (
+            f"; {track.metadata['turned_away']} had only faces turned beyond --max-yaw"
+            if track.metadata.get("turned_away")
             else ""
         ),
         stage_seconds=times,

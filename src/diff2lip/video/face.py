@@ -65,6 +65,22 @@ class FaceDetection:
     def center(self) -> tuple[float, float]:
         return (0.5 * (self.box[0] + self.box[2]), 0.5 * (self.box[1] + self.box[3]))
 
+    @property
+    def yaw(self) -> float | None:
+        """Rough head yaw in degrees from the 68 landmarks (0 = frontal; ±90 = profile), or ``None``.
+
+        Where the nose tip (point 30) lies between the jaw's ends (points 0 and 16): at the middle for a
+        frontal face, at an end for a profile; ``asin(2r − 1)`` maps that fraction ``r`` to an angle.
+        """
+        if self.landmarks is None or len(self.landmarks) != 68:
+            return None
+        left, right, nose = self.landmarks[0, 0], self.landmarks[16, 0], self.landmarks[30, 0]
+        span = right - left
+        if span <= 1e-6:
+            return 90.0
+        r = min(1.0, max(0.0, (nose - left) / span))
+        return float(np.degrees(np.arcsin(2.0 * r - 1.0)))
+
 
 @runtime_checkable
 class FaceDetector(Protocol):

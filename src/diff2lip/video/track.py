@@ -296,13 +296,16 @@ def _track_shot(
     integer: bool = False,
     metadata: dict[str, Any] | None = None,
     min_face: float = 0.0,
+    max_yaw: float | None = None,
     reacquire_after: int = 50,
 ) -> FaceTrack:
     """One box per frame from per-frame detections (frames without a face stay "no face").
 
     Steps, per frame then over the video:
 
-    0. detections narrower than ``min_face`` pixels are ignored (too small to lip-sync);
+    0. detections narrower than ``min_face`` pixels are ignored (too small to lip-sync), and, with
+       ``max_yaw``, faces turned further than that many degrees (:attr:`FaceDetection.yaw`; faces without
+       landmarks are kept);
     1. choose one face. ``score`` picks the highest score in every frame independently (the official
        code's first S3FD box). The other modes pick a person once — ``largest`` (area), ``central``
        (centre closest to the frame centre) or ``track`` (largest) — and then **follow that person**: in
@@ -337,8 +340,13 @@ def _track_shot(
     previous = None
     last_seen = -1
     passed_over = 0  # frames with faces, none of them the followed person
+    turned = 0  # frames whose only faces were turned away too far
     for i, faces in enumerate(detections):
         faces = [f for f in faces if f.width >= min_face]
+        if max_yaw is not None and faces:
+            frontal = [f for f in faces if f.yaw is None or abs(f.yaw) <= max_yaw]
+            turned += not frontal
+            faces = frontal
         if not faces:
             continue
         if choose == "score" or previous is None or i - last_seen > reacquire_after:
@@ -377,6 +385,7 @@ def _track_shot(
         "smooth": smooth,
         "choose": choose,
         "other_faces_passed_over": passed_over,
+        "turned_away": turned,
         "max_gap": int(max_gap),
         "integer": bool(integer),
         **(metadata or {}),
@@ -406,6 +415,7 @@ def track_faces(
         return track
     parts = [_track_shot(detections[a : b + 1], frame_size, **options) for a, b in shots]
     track = FaceTrack(np.concatenate([p.boxes for p in parts]), parts[0].frame_size, dict(parts[0].metadata))
-    track.metadata["other_faces_passed_over"] = sum(p.metadata["other_faces_passed_over"] for p in parts)
+    for key in ("other_faces_passed_over", "turned_away"):
+        track.metadata[key] = sum(p.metadata[key] for p in parts)
     track.metadata["shots"] = [list(r) for r in shots]
     return track
