@@ -218,3 +218,21 @@ def test_generate_reports_the_shots(tmp_path, carphone_mp4, astronaut, tiny_mode
     assert "2 shots (cuts at frames 20)" in capsys.readouterr().out
     assert main(["generate", *map(str, args), "-q", "--steps", "2", "--no-shots"]) == 0
     assert "shots" not in capsys.readouterr().out
+
+
+def test_vfr_with_dropped_frames_keeps_every_frame_and_its_time(
+    tmp_path, carphone_mp4, tiny_model_dir, speech_wav
+):
+    """--length video on a clip whose frames have gaps: the length is the timestamps', not n / rate."""
+    fps = 30000 / 1001
+    keep = [k for k in range(40) if k % 5 != 3]  # 32 frames spread over 40 frame times
+    clip = tmp_path / "vfr.mkv"
+    with VideoWriter(clip, width=176, height=144, fps=fps, crf=12) as w:
+        w.write(read_all(carphone_mp4).frames[keep], np.array(keep) / fps)
+    out = tmp_path / "o.mp4"
+    args = [clip, speech_wav, "-o", out, "--checkpoint", tiny_model_dir, "--box", "40", "20", "136", "116"]
+    assert main(["generate", *map(str, args), "--length", "video", "-q", "--steps", "2"]) == 0
+    times = np.concatenate([c.times for c in VideoReader(out)])
+    source = np.concatenate([c.times for c in VideoReader(clip)])  # Matroska keeps milliseconds
+    assert len(times) == len(keep) and np.allclose(times, source, atol=2e-5)
+    assert np.allclose(source, np.array(keep) / fps, atol=1e-3)

@@ -448,7 +448,9 @@ def generate_video(
     ref_crop = _reference_crop(opts, reader, track, size, detector)
     times["track"] = time.perf_counter() - t1
 
-    video_seconds = n_src / reader.fps  # also the loop period (average rate: exact for VFR too)
+    video_seconds = n_src / reader.fps  # also the loop period
+    if needed is None and reader.end_time is not None:  # VFR / dropped frames: the timestamps' length
+        video_seconds = max(video_seconds, reader.end_time)
     if opts.length == "paper":  # the official rule: stop at the first frame whose mel window is incomplete
         complete = complete_windows(mel.shape[1], frame_times(n_src, reader.fps))
         n_out = len(complete) if complete.all() else int(np.argmin(complete))

@@ -313,6 +313,16 @@ class VideoReader:
             times = (start + np.arange(count, dtype=np.float64)) / self.image_fps
             yield FrameChunk(frames=frames, times=times, start_index=start)
 
+    @property
+    def end_time(self) -> float | None:
+        """Seconds from the first frame to the end of the last one (its time + one nominal frame), from
+        the packet timestamps: the true length of a VFR video or one with dropped frames, where
+        ``num_frames / fps`` is not. ``None`` for a still image or a stream without timestamps."""
+        if self.info.is_image:
+            return None
+        _, table = self._packet_times()
+        return float(table[-1]) + 1.0 / (self.info.fps or 25.0) if len(table) else None
+
     def _packet_times(self) -> tuple[int | None, np.ndarray]:
         """``(first stamp, sorted times in s)`` of the video stream's packets (pts, else dts; empty and
         discarded packets skipped), relative to the earliest; read once by demuxing without decoding."""
