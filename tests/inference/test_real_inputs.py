@@ -236,3 +236,45 @@ def test_vfr_with_dropped_frames_keeps_every_frame_and_its_time(
     source = np.concatenate([c.times for c in VideoReader(clip)])  # Matroska keeps milliseconds
     assert len(times) == len(keep) and np.allclose(times, source, atol=2e-5)
     assert np.allclose(source, np.array(keep) / fps, atol=1e-3)
+
+
+def test_reference_first_is_taken_per_shot_never_across_a_cut(
+    tmp_path, carphone_mp4, astronaut, tiny_model_dir, speech_wav
+):
+    from diff2lip.inference.pipeline import Diff2LipPipeline
+    from diff2lip.inference.runner import GenerateOptions, generate_video
+    from diff2lip.video.crop import crop_faces
+    from diff2lip.video.face import resize_frames
+    from diff2lip.video.track import FaceTrack
+
+    a = read_all(carphone_mp4).frames[:20]
+    b = np.repeat(resize_frames(astronaut[None, 30:310, 100:420], 144, 176), 20, axis=0)  # her face, large
+    clip = tmp_path / "two_shots.mp4"
+    with VideoWriter(clip, width=176, height=144, fps=25, crf=12) as w:
+        w.write(np.concatenate([a, b]))
+    pipe = Diff2LipPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    seen = []
+
+    class Recording:
+        image_size, device = pipe.image_size, pipe.device
+
+        def __call__(self, crops, mels, refs, **kw):
+            seen.append(refs.copy())
+            return pipe(crops, mels, refs, **kw)
+
+    track_file = tmp_path / "track.json"
+    opts = GenerateOptions(
+        steps=2, reference="first", length="video", face_track=str(track_file), chunk_size=8
+    )
+    report = generate_video(clip, speech_wav, tmp_path / "o.mp4", Recording(), opts)
+    assert len(report.shots) == 2
+    track = FaceTrack.load(track_file)
+    frames = read_all(clip).frames
+    boxes, has = track.int_boxes(), track.has_face
+    refs = np.concatenate(seen)  # (faces, S, S, 3) in frame order
+    first_a, first_b = int(np.flatnonzero(has[:20])[0]), 20 + int(np.flatnonzero(has[20:])[0])
+    want_a = crop_faces(frames[first_a : first_a + 1], boxes[first_a : first_a + 1], pipe.image_size)[0]
+    want_b = crop_faces(frames[first_b : first_b + 1], boxes[first_b : first_b + 1], pipe.image_size)[0]
+    n_a = int(has[:20].sum())
+    assert all(np.array_equal(r, want_a) for r in refs[:n_a])
+    assert all(np.array_equal(r, want_b) for r in refs[n_a:])  # the second shot's own first face

@@ -287,6 +287,43 @@ def _frame_at(reader: VideoReader, index: int, factor: int) -> np.ndarray:
     raise Diff2LipError(f"frame {index} is beyond the end of the video", reader.path)
 
 
+def _shot_references(
+    opts: GenerateOptions, reader: VideoReader, track: FaceTrack, size: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``--reference first`` on a video with cuts: the first face of each shot is that shot's reference (a
+    reference is never taken across a cut). Returns ``(crops (K, S, S, 3), shot index per frame (N,))``, or
+    ``None`` when there is one shot (or no face)."""
+    shots = track.metadata.get("shots") or []
+    if opts.reference != "first" or opts.reconstruction or len(shots) < 2:
+        return None
+    has, boxes = track.has_face, track.int_boxes()
+    firsts = []
+    for a, b in shots:
+        faces = np.flatnonzero(has[a : b + 1])
+        firsts.append(a + int(faces[0]) if len(faces) else None)
+    known = [i for i in firsts if i is not None]
+    if not known:
+        return None
+    wanted = set(known)
+    crops: dict[int, np.ndarray] = {}
+    for chunk in _chunks(reader, opts.resize_factor):  # one pass for all of them
+        for j in range(len(chunk)):
+            i = chunk.start_index + j
+            if i in wanted:
+                crops[i] = crop_faces(chunk.frames[j : j + 1], boxes[i : i + 1], size)[0]
+        if len(crops) == len(wanted):
+            break
+    # a shot without a face (nothing to lip-sync there) borrows the nearest known reference
+    per_shot = [
+        crops[i if i is not None else min(known, key=lambda k, a=a: abs(k - a))]
+        for i, (a, _) in zip(firsts, shots)
+    ]
+    shot_of = np.zeros(track.num_frames, np.int64)
+    for k, (a, b) in enumerate(shots):
+        shot_of[a : b + 1] = k
+    return np.stack(per_shot), shot_of
+
+
 def _reference_crop(
     opts: GenerateOptions,
     reader: VideoReader,
@@ -356,7 +393,8 @@ def lipsync_frames(
     Args:
         frames: (N, H, W, 3) uint8 frames; times: (N,) their output timestamps (index the mel).
         boxes: (N, 4) integer face boxes; has_face: (N,) bool (frames without a face are returned as is).
-        mel: (80, T) mel of the driving audio; ref_crop: a fixed (S, S, 3) reference or ``None`` (self).
+        mel: (80, T) mel of the driving audio; ref_crop: a fixed (S, S, 3) reference, one per frame
+            (N, S, S, 3), or ``None`` (each frame its own).
         noise: the shared (1, 3, S, S) noise.
 
         inplace: paste into ``frames`` itself (no full-frame copies; the caller owns the chunk).
@@ -374,7 +412,12 @@ def lipsync_frames(
     else:
         crops = crop_faces(frames[has_face], boxes[has_face], size)  # (F, S, S, 3)
     mels = mel_windows(mel, times[has_face])  # (F, 80, 16)
-    refs = None if ref_crop is None else np.repeat(ref_crop[None], len(crops), axis=0)  # (F, S, S, 3)
+    if ref_crop is None:
+        refs = None
+    elif ref_crop.ndim == 4:  # one per frame (a reference per shot)
+        refs = ref_crop[has_face]  # (F, S, S, 3)
+    else:
+        refs = np.repeat(ref_crop[None], len(crops), axis=0)  # (F, S, S, 3)
     gen = pipeline(
         crops,
         mels,
@@ -446,6 +489,7 @@ def generate_video(
     n_src = track.num_frames
     size = pipeline.image_size
     ref_crop = _reference_crop(opts, reader, track, size, detector)
+    per_shot = _shot_references(opts, reader, track, size)
     times["track"] = time.perf_counter() - t1
 
     video_seconds = n_src / reader.fps  # also the loop period
@@ -513,8 +557,9 @@ def generate_video(
                     frames = np.repeat(recon_frame[None], len(frames), axis=0)
                     face = np.ones(len(frames), bool)
                     fboxes = np.repeat(recon_box[None], len(frames), axis=0)
+                refs = ref_crop if per_shot is None else per_shot[0][per_shot[1][idx]]  # (S,S,3) or (n,S,S,3)
                 out = lipsync_frames(
-                    pipeline, frames, ftimes, fboxes, face, mel, ref_crop, noise, opts, inplace=True
+                    pipeline, frames, ftimes, fboxes, face, mel, refs, noise, opts, inplace=True
                 )
                 no_face += int((~face).sum())
                 writer.write(out, ftimes)
