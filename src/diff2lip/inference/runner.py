@@ -143,24 +143,17 @@ class GenerateReport:
             if self.stale_removed
             else ""
         )
-        memory = f"; memory: {self.memory.describe()}" if self.memory and self.memory.reduced else ""
+        notes = f"; memory: {self.memory.describe()}" if self.memory and self.memory.reduced else ""
         if len(self.shots) > 1:
-            memory += (
+            notes += (
                 f"; {len(self.shots)} shots (cuts at frames {', '.join(str(a) for a, _ in self.shots[1:])})"
             )
         fixed = ", ".join(f"{n} {what}" for what, n in self.timestamps.items() if n)
-        memory += f"; frame times repaired: {fixed}" if fixed else ""
+        notes += f"; frame times repaired: {fixed}" if fixed else ""
         return (
             f"wrote {self.output} ({self.frames} frames, {self.width}x{self.height}, {self.fps:.3g} fps, "
-            f"{self.duration:.2f}s); {faces}; {stages}{memory}{stale}"
+            f"{self.duration:.2f}s); {faces}; {stages}{notes}{stale}"
         )
-
-
-def _reader(
-    path: Path, opts: GenerateOptions, audio_seconds: float, chunk_size: int | None = None
-) -> VideoReader:
-    chunk = opts.chunk_size if chunk_size is None else chunk_size
-    return VideoReader(path, chunk_size=chunk, image_fps=opts.fps, image_duration=audio_seconds)
 
 
 def _downscale(frames: np.ndarray, factor: int) -> np.ndarray:
@@ -476,7 +469,9 @@ def generate_video(
     memory = plan_memory(
         info.width, info.height, chunk_size=opts.chunk_size, preset=opts.preset, max_memory=opts.max_memory
     )
-    reader = _reader(video, opts, audio_seconds, memory.chunk_size)
+    reader = VideoReader(
+        video, chunk_size=memory.chunk_size, image_fps=opts.fps, image_duration=audio_seconds
+    )
     times["audio"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()

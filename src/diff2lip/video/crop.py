@@ -200,17 +200,12 @@ def paste_back_batch(
     mode: Literal["hard", "feather"] = "feather",
     feather: float = 0.1,
     mask: str = "lower",
-    inplace: bool = False,
 ) -> np.ndarray:
-    """:func:`paste_back` for ``(N, H, W, C)`` frames, ``(N, S, S, C)`` crops and ``(N, 4)`` boxes.
-
-    ``inplace``: write into ``frames`` (returned) instead of a new array — no full-frame copy, only the
-    box regions are touched.
-    """
+    """:func:`paste_back` for ``(N, H, W, C)`` frames, ``(N, S, S, C)`` crops and ``(N, 4)`` boxes."""
     frames = np.asarray(frames)
     if len(crops) != len(frames) or len(boxes) != len(frames):
         raise ValueError(f"got {len(frames)} frames, {len(crops)} crops and {len(boxes)} boxes")
-    out = frames if inplace else np.empty_like(frames)
+    out = np.empty_like(frames)
     for i in range(len(frames)):
         paste_back(frames[i], crops[i], boxes[i], mode=mode, feather=feather, mask=mask, out=out[i])
     return out

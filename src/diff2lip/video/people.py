@@ -11,11 +11,11 @@ given in order of first appearance, so the ids of a prefix of the video are thos
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from diff2lip.video.face import FaceDetection
-from diff2lip.video.track import _continues
+from diff2lip.video.face import FaceDetection, FaceDetector
+from diff2lip.video.track import continuation_distance
 
 __all__ = ["Person", "detections_of", "track_people"]
 
@@ -59,11 +59,8 @@ def track_people(
         pairs = []
         for fi, face in enumerate(faces):
             for p in active:
-                prev = p.detections[p.last].box
-                if _continues(face.box, prev, i - p.last):
-                    d = math.hypot(
-                        face.center[0] - 0.5 * (prev[0] + prev[2]), face.center[1] - 0.5 * (prev[1] + prev[3])
-                    )
+                d = continuation_distance(face.box, p.detections[p.last].box, i - p.last)
+                if d is not None:
                     pairs.append((d, fi, p.id))
         taken_faces: set[int] = set()
         taken_people: set[int] = set()
@@ -91,12 +88,12 @@ THUMB = 128
 
 def find_people(
     path: str,
-    detector: object,
+    detector: FaceDetector,
     *,
     chunk_size: int = 16,
     shots: bool = True,
     min_face: float = 0.0,
-    progress: object = None,
+    progress: Callable[[int, int | None], object] | None = None,
 ) -> tuple[list[Person], list[tuple[int, int]], int, list]:
     """Detect and link every face of a video file.
 
@@ -116,11 +113,11 @@ def find_people(
     cut_finder = ShotDetector() if shots else None
     detections: list = []
     for chunk in reader:
-        detections.extend(detector.detect(chunk.frames))  # type: ignore[attr-defined]
+        detections.extend(detector.detect(chunk.frames))
         if cut_finder is not None:
             cut_finder.feed(chunk.frames)
         if progress is not None:
-            progress(len(chunk), reader.num_frames)  # type: ignore[operator]
+            progress(len(chunk), reader.num_frames)
     cuts = cut_finder.cuts if cut_finder is not None else []
     people = track_people(detections, cuts=cuts, min_face=min_face)
     wanted = {p.best_frame(): [] for p in people}

@@ -245,19 +245,21 @@ def _choose(
     return max(faces, key=lambda f: (f.area, f.score))  # "largest", and "track" before its first face
 
 
-def _continues(
+def continuation_distance(
     box: tuple[float, float, float, float], previous: tuple[float, float, float, float], frames: int
-) -> bool:
-    """Whether ``box`` can be the same person as ``previous`` seen ``frames`` frames earlier: its centre
-    within ``(0.5 + 0.25 · frames)`` of the previous box's size, and its size within a factor 1.6."""
+) -> float | None:
+    """How far (pixels, centre to centre) ``box`` lies from ``previous`` seen ``frames`` frames earlier, if
+    it can be the same person — centre within ``(0.5 + 0.25 · frames)`` of the previous box's size, size
+    within a factor 1.6 — else ``None``."""
     pw, ph = previous[2] - previous[0], previous[3] - previous[1]
     w, h = box[2] - box[0], box[3] - box[1]
     size, prev_size = math.sqrt(max(w * h, 1e-9)), math.sqrt(max(pw * ph, 1e-9))
     if not 1 / 1.6 <= size / prev_size <= 1.6:
-        return False
+        return None
     dx = 0.5 * (box[0] + box[2] - previous[0] - previous[2])
     dy = 0.5 * (box[1] + box[3] - previous[1] - previous[3])
-    return math.hypot(dx, dy) <= (0.5 + 0.25 * frames) * prev_size
+    d = math.hypot(dx, dy)
+    return d if d <= (0.5 + 0.25 * frames) * prev_size else None
 
 
 def smooth_boxes(boxes: np.ndarray, window: int = SMOOTH_WINDOW, integer: bool = False) -> np.ndarray:
@@ -352,7 +354,7 @@ def _track_shot(
         if choose == "score" or previous is None or i - last_seen > reacquire_after:
             face = _choose(faces, choose, (height, width), None)
         else:
-            same = [f for f in faces if _continues(f.box, previous, i - last_seen)]
+            same = [f for f in faces if continuation_distance(f.box, previous, i - last_seen) is not None]
             if not same:
                 passed_over += 1
                 continue
