@@ -11,7 +11,7 @@ import pytest
 from diff2lip.cli import main
 from diff2lip.video.face import FaceDetection, resize_frames
 from diff2lip.video.io import VideoWriter, read_all
-from diff2lip.video.people import track_people
+from diff2lip.video.people import merge_tracklets, track_people
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,50 @@ def test_people_get_stable_ids_in_order_of_appearance():
     assert [sorted(p.detections) for p in people] == [[0, 1, 2, 4, 5], [1, 2, 4]]
     assert track_people(dets[:3])[1].detections.keys() == {1, 2}  # a prefix gives the same ids
     assert len(track_people(dets, cuts=[4])) == 4  # nobody is carried across a cut
+
+
+def test_tracklets_of_one_person_are_joined_by_appearance_never_when_on_screen_together():
+    a = [FaceDetection((10.0, 10.0, 60.0, 60.0), 1.0)] * 3
+    b = FaceDetection((200.0, 20.0, 250.0, 70.0), 1.0)
+    dets = [[a[0]], [a[1]], [], [b], [b], [], [a[2]]]  # a; cut; b; cut; a again
+    vec = {"a": np.eye(128)[0], "b": np.eye(128)[1]}  # distance sqrt(2) apart
+    owner = {id(a[0]): "a", id(b): "b"}
+
+    def describe(wanted):
+        return {i: [vec[owner[id(f)]] + 0.002 * i for f in faces] for i, faces in wanted.items()}
+
+    assert len(track_people(dets, cuts=[3, 6])) == 3  # continuity alone: three pieces
+    people = track_people(dets, cuts=[3, 6], describe=describe)
+    assert [sorted(p.detections) for p in people] == [[0, 1, 6], [3, 4]]
+    assert [sorted(p.detections) for p in track_people(dets[:5], cuts=[3], describe=describe)] == [
+        [0, 1],
+        [3, 4],
+    ]  # a prefix gives the same ids
+    # two tracklets that look alike but share a frame are two people
+    t = track_people([[a[0], b], [a[1], b]])
+    assert len(merge_tracklets(t, [vec["a"], vec["a"]])) == 2
+    assert len(merge_tracklets(t[:1] + t[:1], [vec["a"], vec["a"] + 0.1])) == 2  # overlap: itself
+    far = track_people(dets, cuts=[3, 6])
+    assert len(merge_tracklets(far, [vec["a"], vec["b"], None])) == 3  # unknown appearance: a new person
+
+
+def test_a_real_face_keeps_its_id_across_cuts(tmp_path, carphone_mp4, astronaut, capsys):
+    """carphone man | astronaut | carphone man again (cuts between): two people, not three."""
+    man = read_all(carphone_mp4).frames  # (N, 144, 176, 3)
+    her = np.repeat(resize_frames(astronaut[None, 30:310, 100:420], 144, 176), 20, axis=0)
+    clip = tmp_path / "three_shots.mp4"
+    with VideoWriter(clip, width=176, height=144, fps=25, crf=12) as w:
+        w.write(np.concatenate([man[:20], her, man[40:60]]))
+    doc = tmp_path / "faces.json"
+    assert main(["faces", str(clip), "-o", str(tmp_path / "f.png"), "--json", str(doc), "-q"]) == 0
+    people = json.loads(doc.read_text())["people"]
+    assert len(json.loads(doc.read_text())["shots"]) == 3
+    spans = [sorted(int(i) for i in p["frames"]) for p in people]
+    assert len(people) == 2, spans
+    assert spans[0][0] < 20 and spans[0][-1] >= 40 and 20 <= spans[1][0] <= spans[1][-1] < 40
+    capsys.readouterr()
+    assert main(["faces", str(clip), "-o", str(tmp_path / "f.png"), "--same-person", "0", "-q"]) == 0
+    assert "3 people" in capsys.readouterr().out  # continuity alone splits the man at the cuts
 
 
 def test_faces_command_and_face_id(tmp_path, two_people, tiny_model_dir, speech_wav, capsys):

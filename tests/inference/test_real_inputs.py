@@ -238,9 +238,11 @@ def test_vfr_with_dropped_frames_keeps_every_frame_and_its_time(
     assert np.allclose(source, np.array(keep) / fps, atol=1e-3)
 
 
-def test_reference_first_is_taken_per_shot_never_across_a_cut(
-    tmp_path, carphone_mp4, astronaut, tiny_model_dir, speech_wav
+@pytest.mark.parametrize("reference", ["first", "frame:30"])
+def test_references_are_taken_per_shot_never_across_a_cut(
+    tmp_path, carphone_mp4, astronaut, tiny_model_dir, speech_wav, reference
 ):
+    """``first``: each shot's first face; ``frame:30``: frame 30 in its shot, the first face elsewhere."""
     from diff2lip.inference.pipeline import Diff2LipPipeline
     from diff2lip.inference.runner import GenerateOptions, generate_video
     from diff2lip.video.crop import crop_faces
@@ -264,7 +266,7 @@ def test_reference_first_is_taken_per_shot_never_across_a_cut(
 
     track_file = tmp_path / "track.json"
     opts = GenerateOptions(
-        steps=2, reference="first", length="video", face_track=str(track_file), chunk_size=8
+        steps=2, reference=reference, length="video", face_track=str(track_file), chunk_size=8
     )
     report = generate_video(clip, speech_wav, tmp_path / "o.mp4", Recording(), opts)
     assert len(report.shots) == 2
@@ -273,6 +275,9 @@ def test_reference_first_is_taken_per_shot_never_across_a_cut(
     boxes, has = track.int_boxes(), track.has_face
     refs = np.concatenate(seen)  # (faces, S, S, 3) in frame order
     first_a, first_b = int(np.flatnonzero(has[:20])[0]), 20 + int(np.flatnonzero(has[20:])[0])
+    if reference == "frame:30":
+        assert has[30] and first_b != 30
+        first_b = 30
     want_a = crop_faces(frames[first_a : first_a + 1], boxes[first_a : first_a + 1], pipe.image_size)[0]
     want_b = crop_faces(frames[first_b : first_b + 1], boxes[first_b : first_b + 1], pipe.image_size)[0]
     n_a = int(has[:20].sum())

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from diff2lip.video.face import SAME_PERSON
+
 ORDER = 12
 
 EPILOG = """\
-Every face is detected (as `generate` does) and linked frame to frame into people: a face continues a
-person seen in the last 25 frames when its position and size are continuous with that person's last box;
-nobody is carried across a shot cut. Ids are given in order of first appearance and are the ids
-`generate --face-id K` uses (same --detector, same video).
+Every face is detected (as `generate` does) and linked frame to frame: a face continues a person seen
+in the last 25 frames when its position and size are continuous with that person's last box (never
+across a shot cut). Then pieces of one person are joined by appearance (dlib's face descriptor, distance
+under --same-person) when they are never on screen together, so a person keeps one id after a cut or a
+long absence. Ids are given in order of first appearance and are the ids `generate --face-id K` uses
+(same --detector, --min-face and --same-person, same video).
 
 Writes a contact sheet (one thumbnail per person: its largest face, with its id and frame range) and
 prints one line per person; --json also writes every person's frames and boxes.
@@ -35,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default="dlib", help="face detector: dlib (default), dlib-cnn, s3fd")
     p.add_argument("--s3fd-weights", default=None, metavar="PATH", help="s3fd.pth for --detector s3fd")
     p.add_argument("--min-face", type=float, default=0.0, metavar="PX", help="ignore faces narrower than PX")
+    p.add_argument(
+        "--same-person",
+        type=float,
+        default=SAME_PERSON,
+        metavar="DIST",
+        help="face-descriptor distance under which two tracklets are one person (default "
+        f"{SAME_PERSON}; dlib's own rule is 0.6); 0 links by continuity only",
+    )
     p.add_argument("--no-shots", action="store_true", help="do not detect shot cuts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -65,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             detector,
             shots=not args.no_shots,
             min_face=args.min_face,
+            same_person=args.same_person or None,
             progress=lambda k, total: (setattr(bar, "total", total), bar.update(k)),
         )
     if not people:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from diff2lip.video.face import SAME_PERSON
+
 ORDER = 10
 
 EPILOG = """\
@@ -87,6 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="K",
         help="lip-sync only person K as `diff2lip faces VIDEO` numbers them (default: the automatic choice)",
+    )
+    g.add_argument(
+        "--same-person",
+        type=float,
+        default=SAME_PERSON,
+        metavar="DIST",
+        help="with --face-id: face-descriptor distance under which two tracklets (before and after a cut or "
+        f"a long gap) are one person; 0 turns it off. Use the value given to `diff2lip faces` (default {SAME_PERSON})",
     )
     g.add_argument(
         "--no-shots",
@@ -214,6 +224,7 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
             raise Diff2LipError(f"--batch-size must be an integer or 'auto', got '{batch}'") from None
     overrides.update(
         min_face=args.min_face,
+        same_person=args.same_person or None,
         max_yaw=args.max_yaw,
         face_track=args.face_track,
         resize_factor=args.resize_factor,

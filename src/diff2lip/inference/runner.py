@@ -30,10 +30,10 @@ from diff2lip.fileio import check_output_path
 from diff2lip.inference.memory import MemoryPlan, plan_memory
 from diff2lip.inference.pipeline import PAPER_SEED, Diff2LipPipeline, shared_noise
 from diff2lip.video.crop import crop_faces, paste_back
-from diff2lip.video.face import FaceDetector, create_detector
+from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetector, create_detector
 from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
 from diff2lip.video.official import crop_faces_official, paste_back_official
-from diff2lip.video.people import detections_of, track_people
+from diff2lip.video.people import detections_of, track_people, video_describer
 from diff2lip.video.shots import ShotDetector
 from diff2lip.video.track import FaceTrack, track_faces
 
@@ -61,6 +61,7 @@ class GenerateOptions:
     face_id: int | None = (
         None  # lip-sync this person of `diff2lip faces` only (default: the automatic choice)
     )
+    same_person: float | None = SAME_PERSON  # --face-id: descriptor distance joining tracklets; None: off
     # video
     resize_factor: int = 1
     fps: float = 25.0  # still-image input only
@@ -216,7 +217,16 @@ def detect_track(
     cuts = shots.cuts if shots is not None else ()
     choose = opts.choose
     if opts.face_id is not None:  # one person of `diff2lip faces` (ids in order of first appearance)
-        people = track_people(detections, cuts=cuts, min_face=opts.min_face)
+        describe = None
+        if opts.same_person is not None:
+            describe = video_describer(lambda: _chunks(reader, opts.resize_factor), FaceDescriber())
+        people = track_people(
+            detections,
+            cuts=cuts,
+            min_face=opts.min_face,
+            describe=describe,
+            same_person=opts.same_person or 0.0,
+        )
         if not 0 <= opts.face_id < len(people):
             raise Diff2LipError(
                 f"--face-id {opts.face_id}: {len(people)} people found in the frames used (ids 0–"
@@ -283,17 +293,23 @@ def _frame_at(reader: VideoReader, index: int, factor: int) -> np.ndarray:
 def _shot_references(
     opts: GenerateOptions, reader: VideoReader, track: FaceTrack, size: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``--reference first`` on a video with cuts: the first face of each shot is that shot's reference (a
-    reference is never taken across a cut). Returns ``(crops (K, S, S, 3), shot index per frame (N,))``, or
-    ``None`` when there is one shot (or no face)."""
+    """``--reference first`` or ``frame:N`` on a video with cuts: a reference is never taken across a cut.
+    Each shot's reference is its first face (``first``), or frame N in N's shot and the first face in the
+    other shots (``frame:N``). Returns ``(crops (K, S, S, 3), shot index per frame (N,))``, or ``None``
+    when there is one shot (or no face)."""
     shots = track.metadata.get("shots") or []
-    if opts.reference != "first" or opts.reconstruction or len(shots) < 2:
+    wants = opts.reference == "first" or opts.reference.startswith("frame:")
+    if not wants or opts.reconstruction or len(shots) < 2:
         return None
     has, boxes = track.has_face, track.int_boxes()
     firsts = []
+    chosen = _reference_index(opts.reference, track) if opts.reference.startswith("frame:") else None
     for a, b in shots:
         faces = np.flatnonzero(has[a : b + 1])
-        firsts.append(a + int(faces[0]) if len(faces) else None)
+        if chosen is not None and a <= chosen <= b:
+            firsts.append(chosen)
+        else:
+            firsts.append(a + int(faces[0]) if len(faces) else None)
     known = [i for i in firsts if i is not None]
     if not known:
         return None
@@ -317,6 +333,17 @@ def _shot_references(
     return np.stack(per_shot), shot_of
 
 
+def _reference_index(mode: str, track: FaceTrack) -> int:
+    """The frame of ``--reference frame:N``, checked (it exists and has a face)."""
+    try:
+        index = int(mode.split(":", 1)[1])
+    except ValueError:
+        raise Diff2LipError(f"--reference {mode}: expected frame:N with an integer N") from None
+    if not 0 <= index < track.num_frames or not track.has_face[index]:
+        raise Diff2LipError(f"--reference {mode}: that frame does not exist or has no face")
+    return index
+
+
 def _reference_crop(
     opts: GenerateOptions,
     reader: VideoReader,
@@ -335,12 +362,7 @@ def _reference_crop(
             return None
         index = int(faces[0])
     elif mode.startswith("frame:"):
-        try:
-            index = int(mode.split(":", 1)[1])
-        except ValueError:
-            raise Diff2LipError(f"--reference {mode}: expected frame:N with an integer N") from None
-        if not 0 <= index < track.num_frames or not track.has_face[index]:
-            raise Diff2LipError(f"--reference {mode}: that frame does not exist or has no face")
+        index = _reference_index(mode, track)
     elif mode.startswith("image:"):
         image_path = Path(mode.split(":", 1)[1])
         image = next(iter(VideoReader(image_path, image_duration=1.0, image_fps=1.0))).frames[:1]

@@ -23,12 +23,18 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from diff2lip.errors import Diff2LipError
 
 LANDMARKS_68_FILE = "shape_predictor_68_face_landmarks.dat"
+LANDMARKS_5_FILE = "shape_predictor_5_face_landmarks.dat"
 MMOD_CNN_FILE = "mmod_human_face_detector.dat"
+DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+SAME_PERSON = 0.5
+"""Descriptor distance below which two faces are taken to be one person. dlib's own rule is 0.6 (99.4 %
+on LFW); 0.5 is stricter because a false merge lip-syncs the wrong person, while a missed one only splits
+a person into two ids. Measured on Megamind.avi: the same person across shots 0.28 and 0.47, different
+people 0.60 and more."""
 
 DETECTOR_NAMES = ("dlib", "dlib-cnn", "s3fd")
 
@@ -116,6 +122,8 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     One frame at a time, so the float working copy is one frame's (an 8K frame is 0.4 GB in float32), not
     the chunk's.
     """
+    import torch  # (imported here: the CLI reads this module's constants without loading torch)
+
     out = np.empty((len(frames), height, width, 3), np.uint8)  # (N, h, w, 3)
     for i, frame in enumerate(frames):
         x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
@@ -267,6 +275,32 @@ class DlibDetector:
         rect = self._rectangle(left, top, right, bottom)
         shape = self._predictor(np.ascontiguousarray(frame), rect)
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)  # (68, 2)
+
+
+class FaceDescriber:
+    """dlib's face descriptor (a 128-d ResNet embedding, ``dlib_face_recognition_resnet_model_v1.dat`` from
+    ``face-recognition-models``): faces of one person lie within :data:`SAME_PERSON` of each other.
+
+    The face is aligned with dlib's 5-point shape predictor run on the detection's box, so descriptors of
+    every detector (with or without landmarks) are comparable. About 0.09 s per face on one CPU core.
+    """
+
+    def __init__(self, models_dir: str | Path | None = None):
+        dlib = _import_dlib()
+        folder = Path(models_dir) if models_dir is not None else face_models_dir()
+        self._net = dlib.face_recognition_model_v1(str(_model_file(folder, DESCRIPTOR_FILE)))
+        self._aligner = dlib.shape_predictor(str(_model_file(folder, LANDMARKS_5_FILE)))
+        self._rectangle = dlib.rectangle
+
+    def describe(self, frame: np.ndarray, faces: list[FaceDetection]) -> list[np.ndarray]:
+        """One ``(128,)`` float64 descriptor per face of ``frame`` ``(H, W, 3)`` uint8 RGB."""
+        image = np.ascontiguousarray(frame)
+        out = []
+        for face in faces:
+            x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+            shape = self._aligner(image, self._rectangle(x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)))
+            out.append(np.array(self._net.compute_face_descriptor(image, shape), dtype=np.float64))
+        return out
 
 
 def create_detector(name: str = "dlib", **kwargs: Any) -> FaceDetector:

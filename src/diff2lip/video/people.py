@@ -1,23 +1,30 @@
 """Every face in a video, as people with stable ids (``diff2lip faces``, ``generate --face-id``).
 
-Detections are linked frame to frame into people: a face continues a person seen up to ``reacquire_after``
-frames earlier when its centre and size are continuous with that person's last box (the same test as the
-single-person tracker, :func:`~diff2lip.video.track.track_faces`), pairs are linked greedily, closest
-first, and a face that continues nobody starts a new person. Nobody is carried across a shot cut. Ids are
-given in order of first appearance, so the ids of a prefix of the video are those of the whole video:
-``generate --face-id K`` finds the person ``diff2lip faces`` showed as K.
+Two steps. **Continuity**: detections are linked frame to frame into tracklets: a face continues a tracklet
+seen up to ``reacquire_after`` frames earlier when its centre and size are continuous with that tracklet's
+last box (the same test as the single-person tracker, :func:`~diff2lip.video.track.track_faces`), pairs are
+linked greedily, closest first, and a face that continues nobody starts a new tracklet; no tracklet
+crosses a shot cut. **Appearance**: a few faces of each tracklet are described with dlib's face descriptor
+(:class:`~diff2lip.video.face.FaceDescriber`), and a tracklet joins an earlier person whose descriptor lies
+within :data:`~diff2lip.video.face.SAME_PERSON` and who is never on screen at the same time — so a person
+keeps one id after a long gap or a cut. Ids are given in order of first appearance and every decision
+looks only at earlier tracklets, so the ids of a prefix of the video are those of the whole video:
+``generate --face-id K`` (which tracks only the frames it uses) finds the person ``diff2lip faces``
+showed as K.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from diff2lip.video.face import FaceDetection, FaceDetector
+import numpy as np
+
+from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetection, FaceDetector
 from diff2lip.video.track import continuation_distance
 
-__all__ = ["Person", "detections_of", "track_people"]
+__all__ = ["Person", "detections_of", "link_tracklets", "merge_tracklets", "track_people", "video_describer"]
 
 
 @dataclass
@@ -40,14 +47,15 @@ class Person:
         return max(self.detections, key=lambda i: self.detections[i].area)
 
 
-def track_people(
+def link_tracklets(
     detections: Sequence[Sequence[FaceDetection]],
     *,
     cuts: Sequence[int] = (),
     reacquire_after: int = 25,
     min_face: float = 0.0,
 ) -> list[Person]:
-    """Link per-frame detections into people (see the module docstring); sorted by id."""
+    """Link per-frame detections into tracklets by continuity alone (never across a cut); sorted by first
+    appearance."""
     people: list[Person] = []
     active: list[Person] = []
     cut_set = set(cuts)
@@ -78,6 +86,90 @@ def track_people(
     return people
 
 
+Describe = Callable[[dict[int, list[FaceDetection]]], dict[int, list[np.ndarray]]]
+"""Given the faces wanted in each frame (by frame index), their ``(128,)`` descriptors in the same order
+(:func:`video_describer`)."""
+
+
+def merge_tracklets(
+    tracklets: Sequence[Person], means: Sequence[np.ndarray | None], same_person: float = SAME_PERSON
+) -> list[Person]:
+    """Join tracklets of one person: in order of first appearance, each tracklet joins the person whose
+    closest tracklet descriptor (``means[k]``, ``None`` = unknown) lies within ``same_person`` — the
+    closest such person that is never on screen at the same time — or starts a new person."""
+    people: list[Person] = []
+    members: list[list[int]] = []  # tracklet indices of each person
+    for k, tracklet in enumerate(tracklets):
+        best: tuple[float, int] | None = None
+        if means[k] is not None:
+            for pid, person in enumerate(people):
+                if person.detections.keys() & tracklet.detections.keys():
+                    continue  # both on screen in one frame: two people
+                known = [means[j] for j in members[pid] if means[j] is not None]
+                d = min((float(np.linalg.norm(means[k] - m)) for m in known), default=math.inf)
+                if d < same_person and (best is None or d < best[0]):
+                    best = (d, pid)
+        if best is None:
+            people.append(Person(len(people), dict(tracklet.detections)))
+            members.append([k])
+        else:
+            people[best[1]].detections.update(tracklet.detections)
+            members[best[1]].append(k)
+    return people
+
+
+def track_people(
+    detections: Sequence[Sequence[FaceDetection]],
+    *,
+    cuts: Sequence[int] = (),
+    reacquire_after: int = 25,
+    min_face: float = 0.0,
+    describe: Describe | None = None,
+    same_person: float = SAME_PERSON,
+    samples: int = 3,
+) -> list[Person]:
+    """Every person of a video (see the module docstring); sorted by id.
+
+    Without ``describe``, people are the continuity tracklets. With it, the ``samples`` largest faces of each
+    tracklet are described and tracklets of one person are joined (:func:`merge_tracklets`).
+    """
+    tracklets = link_tracklets(detections, cuts=cuts, reacquire_after=reacquire_after, min_face=min_face)
+    if describe is None or len(tracklets) < 2:
+        return tracklets
+    chosen = [sorted(t.detections, key=lambda i, t=t: -t.detections[i].area)[:samples] for t in tracklets]
+    wanted: dict[int, list[FaceDetection]] = {}
+    for t, frames in zip(tracklets, chosen):
+        for i in frames:
+            wanted.setdefault(i, []).append(t.detections[i])
+    vectors = describe(wanted)
+    means: list[np.ndarray | None] = []
+    for t, frames in zip(tracklets, chosen):
+        found = [vectors[i][wanted[i].index(t.detections[i])] for i in frames if i in vectors]
+        means.append(np.mean(found, axis=0) if found else None)
+    return merge_tracklets(tracklets, means, same_person)
+
+
+def video_describer(chunks: Callable[[], Iterable], describer: FaceDescriber) -> Describe:
+    """A :data:`Describe` that decodes the video once more (``chunks()`` yields frame chunks with
+    ``frames`` and ``start_index``) and describes the faces wanted, stopping after the last one."""
+
+    def describe(wanted: dict[int, list[FaceDetection]]) -> dict[int, list[np.ndarray]]:
+        out: dict[int, list[np.ndarray]] = {}
+        if not wanted:
+            return out
+        last = max(wanted)
+        for chunk in chunks():
+            for j, frame in enumerate(chunk.frames):
+                i = chunk.start_index + j
+                if i in wanted:
+                    out[i] = describer.describe(frame, wanted[i])
+            if chunk.start_index + len(chunk.frames) > last:
+                break
+        return out
+
+    return describe
+
+
 def detections_of(person: Person, num_frames: int) -> list[list[FaceDetection]]:
     """Per-frame detection lists holding only ``person``'s face (for the single-person tracker)."""
     return [[person.detections[i]] if i in person.detections else [] for i in range(num_frames)]
@@ -93,15 +185,14 @@ def find_people(
     chunk_size: int = 16,
     shots: bool = True,
     min_face: float = 0.0,
+    same_person: float | None = SAME_PERSON,
     progress: Callable[[int, int | None], object] | None = None,
 ) -> tuple[list[Person], list[tuple[int, int]], int, list]:
-    """Detect and link every face of a video file.
+    """Detect and link every face of a video file (``same_person=None``: by continuity alone).
 
     Returns ``(people, shot ranges, number of frames, thumbnails)`` with one ``(THUMB, THUMB, 3)`` uint8
     crop per person (its largest face, squared and padded by a quarter of its size).
     """
-    import numpy as np
-
     from diff2lip.errors import Diff2LipError
     from diff2lip.video.face import resize_frames
     from diff2lip.video.io import VideoReader
@@ -119,7 +210,10 @@ def find_people(
         if progress is not None:
             progress(len(chunk), reader.num_frames)
     cuts = cut_finder.cuts if cut_finder is not None else []
-    people = track_people(detections, cuts=cuts, min_face=min_face)
+    describe = None if same_person is None else video_describer(lambda: iter(reader), FaceDescriber())
+    people = track_people(
+        detections, cuts=cuts, min_face=min_face, describe=describe, same_person=same_person or 0.0
+    )
     wanted = {p.best_frame(): [] for p in people}
     for p in people:
         wanted[p.best_frame()].append(p)
