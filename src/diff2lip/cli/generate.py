@@ -91,6 +91,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lip-sync only person K as `diff2lip faces VIDEO` numbers them (default: the automatic choice)",
     )
     g.add_argument(
+        "--audio-for",
+        action="append",
+        default=None,
+        metavar="K=SPEECH",
+        help="lip-sync person K to the speech file SPEECH (repeatable: several speakers in one pass). The "
+        "positional AUDIO stays the output's sound track and drives only the --face-id person, if any",
+    )
+    g.add_argument(
         "--same-person",
         type=float,
         default=SAME_PERSON,
@@ -211,6 +219,8 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
         overrides["shots"] = False
     if args.face_id is not None:
         overrides["face_id"] = args.face_id
+    if args.audio_for:
+        overrides["voices"] = _voices(args.audio_for)
     if args.face is not None:
         overrides["choose"] = args.face
     for name in ("sampler", "steps", "seed", "blend", "reference", "length"):
@@ -244,6 +254,25 @@ def options_from_args(args: argparse.Namespace):  # -> GenerateOptions
     if args.preset == "paper":
         return GenerateOptions.paper(**overrides)
     return GenerateOptions(**overrides)
+
+
+def _voices(items: list[str]) -> dict[int, str]:
+    """``--audio-for K=SPEECH`` flags → {K: SPEECH}."""
+    from pathlib import Path
+
+    from diff2lip.errors import Diff2LipError
+
+    voices: dict[int, str] = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip().isdigit() or not path:
+            raise Diff2LipError(f"--audio-for expects K=SPEECH (a person id and a file), got '{item}'")
+        if int(key) in voices:
+            raise Diff2LipError(f"--audio-for gives person {int(key)} two speech files")
+        if not Path(path).is_file():
+            raise Diff2LipError("speech file for --audio-for not found", path)
+        voices[int(key)] = path
+    return voices
 
 
 def run(args: argparse.Namespace) -> int:

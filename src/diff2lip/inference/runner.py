@@ -33,7 +33,7 @@ from diff2lip.video.crop import crop_faces, paste_back
 from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetector, create_detector
 from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
 from diff2lip.video.official import crop_faces_official, paste_back_official
-from diff2lip.video.people import detections_of, track_people, video_describer
+from diff2lip.video.people import Person, detections_of, track_people, video_describer
 from diff2lip.video.shots import ShotDetector
 from diff2lip.video.track import FaceTrack, track_faces
 
@@ -62,6 +62,7 @@ class GenerateOptions:
         None  # lip-sync this person of `diff2lip faces` only (default: the automatic choice)
     )
     same_person: float | None = SAME_PERSON  # --face-id: descriptor distance joining tracklets; None: off
+    voices: dict[int, str] = field(default_factory=dict)  # --audio-for K=FILE: person K speaks FILE
     # video
     resize_factor: int = 1
     fps: float = 25.0  # still-image input only
@@ -131,6 +132,7 @@ class GenerateReport:
     # frames whose time was reordered / repeated or backwards / missing
     timestamps: dict[str, int] = field(default_factory=dict)
     shots: list[list[int]] = field(default_factory=list)  # inclusive [first, last] frames of each shot
+    speakers: list[str] = field(default_factory=list)  # with --audio-for: who was lip-synced to what
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -149,6 +151,8 @@ class GenerateReport:
             notes += (
                 f"; {len(self.shots)} shots (cuts at frames {', '.join(str(a) for a, _ in self.shots[1:])})"
             )
+        if self.speakers:
+            notes += f"; lip-synced {', '.join(self.speakers)}"
         fixed = ", ".join(f"{n} {what}" for what, n in self.timestamps.items() if n)
         notes += f"; frame times repaired: {fixed}" if fixed else ""
         return (
@@ -182,17 +186,17 @@ def _frame_size(info: VideoInfo, factor: int) -> tuple[int, int]:
     return (info.height // factor, info.width // factor) if factor > 1 else (info.height, info.width)
 
 
-def detect_track(
+def detect_faces(
     path: Path,
     reader: VideoReader,
     detector: FaceDetector,
     opts: GenerateOptions,
     progress: Progress | None = None,
     max_frames: int | None = None,
-) -> FaceTrack:
-    """Pass 1: detect faces chunk by chunk and track them (a still image is detected once); with
-    ``max_frames``, only the first frames (those the output will use)."""
-    frame_size = _frame_size(reader.info, opts.resize_factor)
+) -> tuple[list, list[int]]:
+    """Pass 1: detect faces chunk by chunk (a still image is detected once) and find the shot cuts; with
+    ``max_frames``, only the first frames (those the output will use). Returns ``(detections per frame,
+    cuts)``."""
     detections: list = []
     shots = ShotDetector() if opts.shots and not reader.info.is_image else None
     if reader.info.is_image:
@@ -214,33 +218,41 @@ def detect_track(
                 break
     if not detections:
         raise Diff2LipError("video has no frames", path)
-    cuts = shots.cuts if shots is not None else ()
-    choose = opts.choose
-    if opts.face_id is not None:  # one person of `diff2lip faces` (ids in order of first appearance)
-        describe = None
-        if opts.same_person is not None:
-            describe = video_describer(lambda: _chunks(reader, opts.resize_factor), FaceDescriber())
-        people = track_people(
-            detections,
-            cuts=cuts,
-            min_face=opts.min_face,
-            describe=describe,
-            same_person=opts.same_person or 0.0,
+    return detections, list(shots.cuts) if shots is not None else []
+
+
+def find_people_in(
+    detections: list, cuts: list[int], reader: VideoReader, opts: GenerateOptions
+) -> list[Person]:
+    """Every person of the detected frames, numbered as ``diff2lip faces`` numbers them."""
+    describe = None
+    if opts.same_person is not None:
+        describe = video_describer(lambda: _chunks(reader, opts.resize_factor), FaceDescriber())
+    return track_people(
+        detections, cuts=cuts, min_face=opts.min_face, describe=describe, same_person=opts.same_person or 0.0
+    )
+
+
+def _person(people: list[Person], k: int, path: Path, flag: str) -> Person:
+    if not 0 <= k < len(people):
+        raise Diff2LipError(
+            f"{flag}: {len(people)} people found in the frames used (ids 0–{len(people) - 1}); "
+            "`diff2lip faces VIDEO` shows them",
+            path,
         )
-        if not 0 <= opts.face_id < len(people):
-            raise Diff2LipError(
-                f"--face-id {opts.face_id}: {len(people)} people found in the frames used (ids 0–"
-                f"{len(people) - 1}); `diff2lip faces VIDEO` shows them",
-                path,
-            )
-        detections = detections_of(people[opts.face_id], len(detections))
-        choose = "score"
+    return people[k]
+
+
+def track_detections(
+    detections: list, cuts: list[int], reader: VideoReader, opts: GenerateOptions, *, one_person: bool
+) -> FaceTrack:
+    """Per-frame detections → the face track (``one_person``: they are already one person's)."""
     return track_faces(
         detections,
-        frame_size,
+        _frame_size(reader.info, opts.resize_factor),
         pads=opts.pads,
         smooth=opts.smooth,
-        choose=choose,
+        choose="score" if one_person else opts.choose,
         max_gap=opts.max_gap,
         integer=opts.integer_boxes,
         min_face=opts.min_face,
@@ -250,10 +262,61 @@ def detect_track(
     )
 
 
+def detect_track(
+    path: Path,
+    reader: VideoReader,
+    detector: FaceDetector,
+    opts: GenerateOptions,
+    progress: Progress | None = None,
+    max_frames: int | None = None,
+) -> FaceTrack:
+    """Detect and track: the automatic choice of face, or person ``opts.face_id``."""
+    detections, cuts = detect_faces(path, reader, detector, opts, progress, max_frames)
+    if opts.face_id is not None:  # one person of `diff2lip faces` (ids in order of first appearance)
+        person = _person(
+            find_people_in(detections, cuts, reader, opts), opts.face_id, path, f"--face-id {opts.face_id}"
+        )
+        detections = detections_of(person, len(detections))
+    return track_detections(detections, cuts, reader, opts, one_person=opts.face_id is not None)
+
+
+def voice_tracks(
+    path: Path,
+    reader: VideoReader,
+    detector: FaceDetector,
+    opts: GenerateOptions,
+    progress: Progress | None = None,
+    max_frames: int | None = None,
+) -> tuple[FaceTrack, dict[int, FaceTrack]]:
+    """``--audio-for``: the track of ``--face-id`` (or an empty one: the main audio then drives nobody) and
+    one track per person with their own speech, from one detection pass."""
+    detections, cuts = detect_faces(path, reader, detector, opts, progress, max_frames)
+    people = find_people_in(detections, cuts, reader, opts)
+    n = len(detections)
+
+    def person_track(k: int, flag: str) -> FaceTrack:
+        person = _person(people, k, path, flag)
+        return track_detections(detections_of(person, n), cuts, reader, opts, one_person=True)
+
+    if opts.face_id is not None:
+        main_track = person_track(opts.face_id, f"--face-id {opts.face_id}")
+    else:
+        nobody = [[] for _ in range(n)]
+        main_track = track_detections(nobody, cuts, reader, opts, one_person=True)
+    return main_track, {k: person_track(k, f"--audio-for {k}") for k in sorted(opts.voices)}
+
+
 def _count_frames(reader: VideoReader) -> int:
     if reader.num_frames is not None:
         return reader.num_frames
     return sum(len(c) for c in reader)
+
+
+def _detector(opts: GenerateOptions, detector: FaceDetector | None) -> FaceDetector:
+    if detector is not None:
+        return detector
+    kw = {"weights_path": opts.detector_weights} if opts.detector == "s3fd" else {}
+    return create_detector(opts.detector, **kw)
 
 
 def get_face_track(
@@ -274,10 +337,9 @@ def get_face_track(
         return track
     if opts.box is not None:
         return FaceTrack.from_box(opts.box, _count_frames(reader), frame_size)
-    if detector is None:
-        kw = {"weights_path": opts.detector_weights} if opts.detector == "s3fd" else {}
-        detector = create_detector(opts.detector, **kw)
-    track = detect_track(path, reader, detector, opts, progress, None if opts.face_track else max_frames)
+    track = detect_track(
+        path, reader, _detector(opts, detector), opts, progress, None if opts.face_track else max_frames
+    )
     if opts.face_track:
         track.save(opts.face_track)
     return track
@@ -377,6 +439,43 @@ def _reference_crop(
         raise Diff2LipError(f"unknown --reference '{mode}' (self, first, frame:N or image:PATH)")
     frame = _frame_at(reader, index, opts.resize_factor)
     return crop_faces(frame[None], boxes[index : index + 1], size)[0]
+
+
+def _refs(
+    ref_crop: np.ndarray | None, per_shot: tuple[np.ndarray, np.ndarray] | None, idx: np.ndarray
+) -> np.ndarray | None:
+    """The references of frames ``idx``: a fixed (S, S, 3) crop, one per frame (n, S, S, 3), or None."""
+    return ref_crop if per_shot is None else per_shot[0][per_shot[1][idx]]
+
+
+def _who_summary(track: FaceTrack, others: dict[int, FaceTrack], opts: GenerateOptions) -> str:
+    """Where each lip-synced person was missing (one track: that track's own summary)."""
+    if not others:
+        return track.summary()
+    parts = [f"person {opts.face_id} (main audio): {track.summary()}"] if opts.face_id is not None else []
+    parts += [f"person {k} ({Path(opts.voices[k]).name}): {t.summary()}" for k, t in others.items()]
+    return "; ".join(parts)
+
+
+def _voice_mels(opts: GenerateOptions) -> dict[int, np.ndarray]:
+    """``--audio-for``: each person's speech as a mel (checked before any work)."""
+    if not opts.voices:
+        return {}
+    if opts.box is not None or opts.face_track:
+        raise Diff2LipError(
+            "--audio-for finds each person by detection: it cannot be used with --box or --face-track"
+        )
+    if opts.reconstruction:
+        raise Diff2LipError("--audio-for cannot be used with reconstruction mode")
+    if opts.face_id is not None and opts.face_id in opts.voices:
+        raise Diff2LipError(f"person {opts.face_id} is given both --face-id (the main audio) and --audio-for")
+    mels = {}
+    for k, path in sorted(opts.voices.items()):
+        wav = load_audio(path, 16000, opts.resampler)  # (samples,) float32
+        if len(wav) == 0:
+            raise Diff2LipError("audio is empty", path)
+        mels[k] = melspectrogram(wav)  # (80, T_k)
+    return mels
 
 
 def output_duration(length: str, video_seconds: float, audio_seconds: float) -> float:
@@ -484,6 +583,7 @@ def generate_video(
     if audio_seconds <= 0:
         raise Diff2LipError("audio is empty", audio)
     mel = melspectrogram(wav)  # (80, T)
+    voice_mels = _voice_mels(opts)  # {person: (80, T_k)}
     info = probe(video)
     del wav
     # chunk size and encoder lookahead from the memory budget; fails here, before any work, if one frame
@@ -502,11 +602,25 @@ def generate_video(
     if opts.length in ("audio", "shortest", "paper") and not info.is_image and reader.num_frames:
         needed = math.ceil(audio_seconds * reader.fps) + 2
         needed = needed if needed < reader.num_frames else None
-    track = get_face_track(video, reader, opts, detector, progress, needed)
+    if voice_mels:
+        detector = _detector(opts, detector)
+        track, others = voice_tracks(video, reader, detector, opts, progress, needed)
+    else:
+        track, others = get_face_track(video, reader, opts, detector, progress, needed), {}
     n_src = track.num_frames
     size = pipeline.image_size
     ref_crop = _reference_crop(opts, reader, track, size, detector)
     per_shot = _shot_references(opts, reader, track, size)
+    speakers = [  # (track boxes, has face, mel, fixed reference, per-shot references) of each --audio-for
+        (
+            t.int_boxes(),
+            t.has_face,
+            voice_mels[k],
+            _reference_crop(opts, reader, t, size, detector),
+            _shot_references(opts, reader, t, size),
+        )
+        for k, t in others.items()
+    ]
     times["track"] = time.perf_counter() - t1
 
     video_seconds = n_src / reader.fps  # also the loop period
@@ -574,11 +688,34 @@ def generate_video(
                     frames = np.repeat(recon_frame[None], len(frames), axis=0)
                     face = np.ones(len(frames), bool)
                     fboxes = np.repeat(recon_box[None], len(frames), axis=0)
-                refs = ref_crop if per_shot is None else per_shot[0][per_shot[1][idx]]  # (S,S,3) or (n,S,S,3)
                 out = lipsync_frames(
-                    pipeline, frames, ftimes, fboxes, face, mel, refs, noise, opts, inplace=True
+                    pipeline,
+                    frames,
+                    ftimes,
+                    fboxes,
+                    face,
+                    mel,
+                    _refs(ref_crop, per_shot, idx),
+                    noise,
+                    opts,
+                    inplace=True,
                 )
-                no_face += int((~face).sum())
+                synced = face.copy()
+                for vboxes, vface, vmel, vref, vshots in speakers:  # each --audio-for person, in place
+                    out = lipsync_frames(
+                        pipeline,
+                        out,
+                        ftimes,
+                        vboxes[idx],
+                        vface[idx],
+                        vmel,
+                        _refs(vref, vshots, idx),
+                        noise,
+                        opts,
+                        inplace=True,
+                    )
+                    synced |= vface[idx]
+                no_face += int((~synced).sum())
                 writer.write(out, ftimes)
                 last_time = float(ftimes[-1])
                 written += len(out)
@@ -599,7 +736,7 @@ def generate_video(
         fps=reader.fps,
         duration=out_seconds,
         frames_without_face=no_face,
-        no_face_summary=track.summary()
+        no_face_summary=_who_summary(track, others, opts)
         + (
             f"; {track.metadata['other_faces_passed_over']} of them showed only other faces (not used)"
             if track.metadata.get("other_faces_passed_over")
@@ -614,6 +751,8 @@ def generate_video(
         stale_removed=writer.stale_removed,
         memory=memory,
         shots=[list(r) for r in track.metadata.get("shots", [])],
+        speakers=([f"person {opts.face_id} (main audio)"] if opts.face_id is not None and others else [])
+        + [f"person {k} ({Path(opts.voices[k]).name})" for k in others],
         timestamps={
             "reordered": reader.reordered_times,
             "repeated or backwards": reader.repaired_times,

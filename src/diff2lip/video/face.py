@@ -297,7 +297,7 @@ class FaceDescriber:
         image = np.ascontiguousarray(frame)
         out = []
         for face in faces:
-            x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+            x1, y1, x2, y2 = (round(v) for v in face.box)
             shape = self._aligner(image, self._rectangle(x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)))
             out.append(np.array(self._net.compute_face_descriptor(image, shape), dtype=np.float64))
         return out
