@@ -36,7 +36,7 @@ def test_plan_shrinks_chunk_then_lookahead_then_chunk_within_the_budget():
     assert plan.reduced and plan.chunk_size < 8 and plan.lookahead == 0
     assert plan.estimate <= plan.budget
     assert estimate_peak(frame, plan.chunk_size + 1, 0, 500 * MiB) > plan.budget  # the largest that fits
-    mid = plan_memory(7680, 4320, chunk_size=32, max_memory=6 * GiB, in_use=500 * MiB, available=16 * GiB)
+    mid = plan_memory(7680, 4320, chunk_size=32, max_memory=7 * GiB, in_use=500 * MiB, available=16 * GiB)
     assert mid.chunk_size == 8 and mid.lookahead == 20  # chunk first down to 8, then the lookahead
     roomy = plan_memory(7680, 4320, chunk_size=32, max_memory=64 * GiB, in_use=500 * MiB, available=12 * GiB)
     assert roomy.budget == 500 * MiB + 12 * GiB  # never more than is available

@@ -36,9 +36,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> None:
+    """Exit 2 with the subcommand's usage and the closest valid flag for each unknown option."""
+    import difflib
+
+    sub = next(
+        (
+            a.choices[command]
+            for a in parser._actions
+            if isinstance(a, argparse._SubParsersAction) and command
+        ),
+        parser,
+    )
+    known = [o for a in sub._actions for o in a.option_strings]
+    hints = []
+    for extra in extras:
+        if extra.startswith("-"):
+            name = extra.split("=", 1)[0]
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        else:
+            hints.append(extra)
+    sub.error(f"unrecognized arguments: {' '.join(hints)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown(parser, getattr(args, "command", None), extras)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 1

@@ -26,6 +26,8 @@ on your own videos with `diff2lip train`, with `diff2lip generate VIDEO AUDIO -o
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from diff2lip.cli._generate_options import add_progress_option
+
     p = subparsers.add_parser(
         "demo",
         help="lip-sync a synthetic face to any sentence with the bundled model (offline)",
@@ -59,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's, 25)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 

@@ -29,6 +29,8 @@ Examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from diff2lip.cli._generate_options import add_progress_option
+
     p = subparsers.add_parser(
         "evaluate",
         help="FID, SSIM, PSNR, LMD, Sync_c/Sync_d over a filelist (the paper's Table 2)",
@@ -63,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="sampler for generation (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--device", default="auto", help="auto|cuda|mps|cpu")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         generated_dir=args.generated,
     )
-    report = evaluate(args.filelist, args.video_root, args.out, settings, progress=not args.no_progress)
+    report = evaluate(args.filelist, args.video_root, args.out, settings, progress=not args.quiet)
     from diff2lip.evaluation.runner import table_markdown
 
     sys.stdout.write(table_markdown(report))

@@ -26,6 +26,8 @@ Examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from diff2lip.cli._generate_options import add_progress_option
+
     p = subparsers.add_parser(
         "faces",
         help="list every person in a video (contact sheet + ids for generate --face-id)",
@@ -48,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{SAME_PERSON}; dlib's own rule is 0.6); 0 links by continuity only",
     )
     p.add_argument("--no-shots", action="store_true", help="do not detect shot cuts")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from diff2lip.errors import Diff2LipError
     from diff2lip.fileio import check_output_path, write_atomic, write_text_atomic
     from diff2lip.video.face import create_detector
+    from diff2lip.video.io import probe
     from diff2lip.video.people import contact_sheet, find_people
 
     out = Path(args.out)
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out)
     if args.json:
         check_output_path(args.json)
+    probe(args.video)  # a missing or unreadable file: one line before any progress bar
     kw = {"weights_path": args.s3fd_weights} if args.detector == "s3fd" else {}
     detector = create_detector(args.detector, **kw)
     with tqdm(unit="frame", desc="faces", disable=args.quiet) as bar:

@@ -35,6 +35,8 @@ Examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from diff2lip.cli._generate_options import add_progress_option
+
     p = subparsers.add_parser(
         "preprocess",
         help="prepare a folder of talking-face videos for training/evaluation (resumable)",
@@ -86,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--test-fraction", type=float, default=0.05, metavar="F", help="test share (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 

@@ -29,6 +29,8 @@ Examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from diff2lip.cli._generate_options import add_progress_option
+
     p = subparsers.add_parser(
         "synth",
         help="make the synthetic talking-face corpus (speech-driven mouths, ground truth saved)",
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of validation clips (default 0.1)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of test clips (default 0.1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
         raise Diff2LipError("output path exists and is not a directory", args.out_dir)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    with tqdm(total=settings.clips, unit="clip", desc="synth", disable=args.no_progress) as bar:
+    with tqdm(total=settings.clips, unit="clip", desc="synth", disable=args.quiet) as bar:
         report = synthesize(args.out_dir, settings, workers=workers, progress=bar.update)
     for clip_id, reason in report.failed:
         print(f"diff2lip synth: clip {clip_id} failed: {reason}", file=sys.stderr)

@@ -66,7 +66,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="override any config key, e.g. --set losses.lambda_gan=0 (repeatable; values parsed as YAML)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from diff2lip.cli._generate_options import add_progress_option
+
+    add_progress_option(p)
 
 
 def run_overrides(args: argparse.Namespace) -> list[str]:

@@ -31,6 +31,8 @@ Examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from diff2lip.cli._generate_options import add_progress_option
+
     p = subparsers.add_parser(
         "train-syncnet",
         help="train the SyncNet lip-sync expert (one process or torchrun DDP)",
@@ -54,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="PyTorch CPU threads per process (default: PyTorch's choice; 1 is fastest on a busy machine, "
         "and under torchrun each process should get its share of the cores)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.out_dir = args.out
     if args.max_steps is not None:
         cfg.max_steps = args.max_steps
-    result = train_syncnet(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
+    result = train_syncnet(cfg, resume=args.resume, device=args.device, progress=not args.quiet)
     if result.model_dir is not None:
         best = (
             f"best val acc {result.best_val_acc:.2%} (loss {result.best_val_loss:.4f}) at step {result.best_step}"

@@ -1,7 +1,8 @@
-"""``diff2lip batch``: many (video, audio, output[, reference]) rows with one model load (issue 6).
+"""``diff2lip batch``: many (video, audio, output[, options]) rows with one model load (issue 6).
 
-* Manifest: CSV with a header ``video,audio,output[,reference]`` or JSONL objects with those keys; relative
-  paths are relative to the manifest's folder.
+* Manifest: CSV with a header ``video,audio,output[,...]`` or JSONL objects with those keys; relative
+  paths are relative to the manifest's folder. Further columns (:data:`ROW_OPTIONS`: reference, length,
+  crf, blend, face_id, steps, seed, sampler, audio_codec, pads, box) set that option for their row.
 * Contained (``output_root``): every output must resolve inside that folder (relative outputs are relative
   to it); a row whose output would land elsewhere (``..``, an absolute path, a symbolic link out) fails
   with a one-line reason. For the server and any shared job runner.
@@ -27,6 +28,21 @@ from diff2lip.errors import Diff2LipError
 __all__ = ["BatchReport", "BatchRow", "read_manifest", "run_batch", "shard", "shard_from_env"]
 
 FIELDS = ("video", "audio", "output")
+ROW_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "reference": str,
+    "length": str,
+    "crf": float,
+    "blend": str,
+    "face_id": int,
+    "steps": int,
+    "seed": int,
+    "sampler": str,
+    "audio_codec": str,
+    "pads": lambda v: tuple(int(x) for x in v.split()),
+    "box": lambda v: tuple(float(x) for x in v.split()),
+}
+"""Manifest columns that set a :class:`~diff2lip.inference.runner.GenerateOptions` field for one row
+(``pads``/``box``: four numbers separated by spaces); an empty cell keeps the batch's option."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,11 @@ class BatchRow:
     video: Path
     audio: Path
     output: Path
-    reference: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # this row's ROW_OPTIONS
+
+    @property
+    def reference(self) -> str | None:
+        return self.options.get("reference")
 
 
 @dataclass
@@ -61,14 +81,32 @@ def _row(index: int, raw: Mapping[str, Any], base: Path, out_base: Path, path: P
         p = Path(str(v)).expanduser()
         return p if p.is_absolute() else against / p
 
-    ref = raw.get("reference") or None
+    unknown = sorted(set(raw) - set(FIELDS) - set(ROW_OPTIONS))
+    if unknown:
+        raise Diff2LipError(
+            f"row {index}: unknown column(s) {', '.join(unknown)} (known: {', '.join(FIELDS + tuple(ROW_OPTIONS))})",
+            path,
+        )
+    options = {}
+    for key, parse in ROW_OPTIONS.items():
+        value = raw.get(key)
+        if value is None or str(value).strip() == "":
+            continue
+        if isinstance(value, list):  # JSONL: "pads": [0, 10, 0, 0]
+            value = " ".join(str(v) for v in value)
+        try:
+            options[key] = parse(str(value).strip())
+        except ValueError:
+            raise Diff2LipError(f"row {index}: bad {key} '{value}'", path) from None
+        if key in ("pads", "box") and len(options[key]) != 4:
+            raise Diff2LipError(f"row {index}: {key} needs 4 numbers, got '{value}'", path)
     return BatchRow(
-        index, resolve(raw["video"]), resolve(raw["audio"]), resolve(raw["output"], out_base), ref
+        index, resolve(raw["video"]), resolve(raw["audio"]), resolve(raw["output"], out_base), options
     )
 
 
 def read_manifest(path: str | Path, output_root: str | Path | None = None) -> list[BatchRow]:
-    """Rows of a CSV (header ``video,audio,output[,reference]``) or JSONL (``.jsonl``/``.json``) manifest.
+    """Rows of a CSV (header ``video,audio,output[,option columns]``) or JSONL (``.jsonl``/``.json``) manifest.
 
     Relative outputs are relative to ``output_root`` when given, else to the manifest's folder.
     """
@@ -93,7 +131,7 @@ def read_manifest(path: str | Path, output_root: str | Path | None = None) -> li
         with p.open(newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not set(FIELDS) <= {h.strip() for h in reader.fieldnames}:
-                raise Diff2LipError("CSV needs a header with video,audio,output[,reference]", p)
+                raise Diff2LipError("CSV needs a header with video,audio,output[,option columns]", p)
             for raw in reader:
                 row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
                 rows.append(_row(len(rows), row, base, out_base, p))
@@ -163,7 +201,7 @@ def pipeline_generator(pipeline: Any, base_options: Any) -> Callable[[BatchRow],
     from diff2lip.inference.runner import generate_video
 
     def generate(row: BatchRow) -> object:
-        opts = base_options if row.reference is None else replace(base_options, reference=row.reference)
+        opts = replace(base_options, **row.options) if row.options else base_options
         return generate_video(row.video, row.audio, row.output, pipeline, opts)
 
     return generate

@@ -119,7 +119,8 @@ def estimate_peak(
     decode = 2 * chunk + decoder_frames()  # the chunk in hand, the next being decoded, the decoder's own
     encode = ENCODER_FRAMES + (encoder_threads() if threads is None else threads) + lookahead
     detect = (decode + DETECT_FRAMES) * frame_bytes
-    generate = (decode + WORKING_FRAMES + encode) * frame_bytes
+    # while generating, each decoded frame also keeps its YUV samples (half an RGB frame) for the writer
+    generate = (decode + chunk + WORKING_FRAMES + encode) * frame_bytes
     return int(in_use + MODEL_MARGIN + max(detect, generate))
 
 

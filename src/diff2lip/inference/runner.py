@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,8 +30,8 @@ from diff2lip.fileio import check_output_path
 from diff2lip.inference.memory import MemoryPlan, plan_memory
 from diff2lip.inference.pipeline import PAPER_SEED, Diff2LipPipeline, shared_noise
 from diff2lip.video.crop import crop_faces, paste_back
-from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetector, create_detector
-from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, probe
+from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetection, FaceDetector, create_detector
+from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, as_still, probe
 from diff2lip.video.official import crop_faces_official, paste_back_official
 from diff2lip.video.people import Person, detections_of, track_people, video_describer
 from diff2lip.video.shots import ShotDetector
@@ -65,7 +65,8 @@ class GenerateOptions:
     voices: dict[int, str] = field(default_factory=dict)  # --audio-for K=FILE: person K speaks FILE
     # video
     resize_factor: int = 1
-    fps: float = 25.0  # still-image input only
+    fps: float = 25.0  # still-image (and static) input only
+    static: bool = False  # use only the first frame of the video, as a still image (Wav2Lip's --static)
     length: Literal["audio", "video", "shortest", "paper"] = "audio"
     chunk_size: int = 32  # at most; fewer when the memory budget needs it (see inference/memory.py)
     max_memory: int | None = (
@@ -73,6 +74,9 @@ class GenerateOptions:
     )
     crf: float = 18.0
     preset: str = "medium"
+    tune: str | None = None  # x264 --tune (film, grain, ...)
+    lossless: bool = False  # FFV1 video in .mkv: the frames exactly
+    audio_codec: str = "auto"  # auto (copy when the container can hold it, else AAC) | copy | aac | ...
     # generation
     reference: str = "self"  # self | first | frame:N | image:PATH
     reconstruction: bool = False
@@ -133,6 +137,14 @@ class GenerateReport:
     timestamps: dict[str, int] = field(default_factory=dict)
     shots: list[list[int]] = field(default_factory=list)  # inclusive [first, last] frames of each shot
     speakers: list[str] = field(default_factory=list)  # with --audio-for: who was lip-synced to what
+    audio_note: str = ""  # audio copied, or encoded and why
+    variable_rate: bool = False  # frames written at uneven intervals (VFR input kept as it is)
+
+    def rate_text(self) -> str:
+        """The frame rate as it is (``29.97 fps``, ``23.976 fps``, never rounded to a different rate), and
+        ``VFR`` when frames are not evenly spaced."""
+        text = f"{self.fps:.6g} fps"
+        return f"VFR, average {text}" if self.variable_rate else text
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -151,18 +163,20 @@ class GenerateReport:
             notes += (
                 f"; {len(self.shots)} shots (cuts at frames {', '.join(str(a) for a, _ in self.shots[1:])})"
             )
+        if self.audio_note:
+            notes += f"; {self.audio_note}"
         if self.speakers:
             notes += f"; lip-synced {', '.join(self.speakers)}"
         fixed = ", ".join(f"{n} {what}" for what, n in self.timestamps.items() if n)
         notes += f"; frame times repaired: {fixed}" if fixed else ""
         return (
-            f"wrote {self.output} ({self.frames} frames, {self.width}x{self.height}, {self.fps:.3g} fps, "
+            f"wrote {self.output} ({self.frames} frames, {self.width}x{self.height}, {self.rate_text()}, "
             f"{self.duration:.2f}s); {faces}; {stages}{notes}{stale}"
         )
 
 
 def _downscale(frames: np.ndarray, factor: int) -> np.ndarray:
-    """Wav2Lip's ``--resize_factor``: shrink every frame by an integer factor (output is smaller too)."""
+    """Wav2Lip's ``--resize_factor``: shrink the frames the detector sees by an integer factor."""
     if factor == 1:
         return frames
     import torch
@@ -174,7 +188,11 @@ def _downscale(frames: np.ndarray, factor: int) -> np.ndarray:
     return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _chunks(reader: VideoReader, factor: int) -> Iterator[FrameChunk]:
+def _chunks(reader: VideoReader, factor: int = 1) -> Iterator[FrameChunk]:
+    """The reader's chunks (the frames shrunk by ``factor`` for detection; without it, as decoded)."""
+    if factor == 1:
+        yield from reader
+        return
     for chunk in reader:
         out = FrameChunk(_downscale(chunk.frames, factor), chunk.times, chunk.start_index)
         del chunk  # hold no reference while the reader decodes the next chunk (memory: one chunk, not two)
@@ -182,8 +200,26 @@ def _chunks(reader: VideoReader, factor: int) -> Iterator[FrameChunk]:
         del out
 
 
-def _frame_size(info: VideoInfo, factor: int) -> tuple[int, int]:
-    return (info.height // factor, info.width // factor) if factor > 1 else (info.height, info.width)
+def _frame_size(info: VideoInfo) -> tuple[int, int]:
+    return (info.height, info.width)
+
+
+def _detect(detector: FaceDetector, frames: np.ndarray, factor: int) -> list[list[FaceDetection]]:
+    """Detect on frames shrunk by ``factor``; boxes and landmarks in full-size pixels."""
+    found = detector.detect(frames)
+    if factor == 1:
+        return found
+    return [
+        [
+            replace(
+                f,
+                box=tuple(v * factor for v in f.box),
+                landmarks=None if f.landmarks is None else f.landmarks * factor,
+            )
+            for f in faces
+        ]
+        for faces in found
+    ]
 
 
 def detect_faces(
@@ -201,7 +237,7 @@ def detect_faces(
     shots = ShotDetector() if opts.shots and not reader.info.is_image else None
     if reader.info.is_image:
         first = next(iter(_chunks(reader, opts.resize_factor)))
-        found = detector.detect(first.frames[:1])[0]
+        found = _detect(detector, first.frames[:1], opts.resize_factor)[0]
         detections = [found] * (reader.num_frames or 1)
         if progress:
             progress("detect", len(detections), len(detections))
@@ -209,9 +245,9 @@ def detect_faces(
         total = reader.num_frames if max_frames is None else min(reader.num_frames or max_frames, max_frames)
         for chunk in _chunks(reader, opts.resize_factor):
             frames = chunk.frames if max_frames is None else chunk.frames[: max_frames - len(detections)]
-            detections.extend(detector.detect(frames))
+            detections.extend(_detect(detector, frames, opts.resize_factor))
             if shots is not None:
-                shots.feed(frames)
+                shots.feed(frames)  # (shrunk frames: cuts do not need full size)
             if progress:
                 progress("detect", len(frames), total)
             if max_frames is not None and len(detections) >= max_frames:
@@ -227,7 +263,7 @@ def find_people_in(
     """Every person of the detected frames, numbered as ``diff2lip faces`` numbers them."""
     describe = None
     if opts.same_person is not None:
-        describe = video_describer(lambda: _chunks(reader, opts.resize_factor), FaceDescriber())
+        describe = video_describer(lambda: _chunks(reader), FaceDescriber())
     return track_people(
         detections, cuts=cuts, min_face=opts.min_face, describe=describe, same_person=opts.same_person or 0.0
     )
@@ -249,7 +285,7 @@ def track_detections(
     """Per-frame detections → the face track (``one_person``: they are already one person's)."""
     return track_faces(
         detections,
-        _frame_size(reader.info, opts.resize_factor),
+        _frame_size(reader.info),
         pads=opts.pads,
         smooth=opts.smooth,
         choose="score" if one_person else opts.choose,
@@ -330,7 +366,7 @@ def get_face_track(
     """The face track: a saved file (``face_track`` that exists), a fixed ``box``, or detection (saved to
     ``face_track`` when that path does not exist yet; then always of the whole video, else of the first
     ``max_frames`` frames when given)."""
-    frame_size = _frame_size(reader.info, opts.resize_factor)
+    frame_size = _frame_size(reader.info)
     if opts.face_track and Path(opts.face_track).is_file():
         track = FaceTrack.load(opts.face_track)
         track.check_compatible(reader.num_frames, frame_size, opts.face_track)
@@ -345,8 +381,8 @@ def get_face_track(
     return track
 
 
-def _frame_at(reader: VideoReader, index: int, factor: int) -> np.ndarray:
-    for chunk in _chunks(reader, factor):
+def _frame_at(reader: VideoReader, index: int) -> np.ndarray:
+    for chunk in reader:
         if chunk.start_index <= index < chunk.start_index + len(chunk):
             return chunk.frames[index - chunk.start_index]
     raise Diff2LipError(f"frame {index} is beyond the end of the video", reader.path)
@@ -377,7 +413,7 @@ def _shot_references(
         return None
     wanted = set(known)
     crops: dict[int, np.ndarray] = {}
-    for chunk in _chunks(reader, opts.resize_factor):  # one pass for all of them
+    for chunk in _chunks(reader):  # one pass for all of them
         for j in range(len(chunk)):
             i = chunk.start_index + j
             if i in wanted:
@@ -437,7 +473,7 @@ def _reference_crop(
         return crop_faces(image, ref_track.int_boxes(), size)[0]
     else:
         raise Diff2LipError(f"unknown --reference '{mode}' (self, first, frame:N or image:PATH)")
-    frame = _frame_at(reader, index, opts.resize_factor)
+    frame = _frame_at(reader, index)
     return crop_faces(frame[None], boxes[index : index + 1], size)[0]
 
 
@@ -563,7 +599,8 @@ def generate_video(
 ) -> GenerateReport:
     """Lip-sync ``video`` (or a still image) to ``audio`` and write ``output`` (mp4, H.264 + AAC).
 
-    The output keeps the source resolution (divided by ``resize_factor``) and each frame's timing; the
+    The output keeps the source resolution (``resize_factor`` shrinks only what the detector sees) and
+    each frame's timing; the
     driving audio is muxed at its own sample rate. Nothing is written unless the whole job succeeds.
     """
     opts = opts or GenerateOptions()
@@ -585,6 +622,8 @@ def generate_video(
     mel = melspectrogram(wav)  # (80, T)
     voice_mels = _voice_mels(opts)  # {person: (80, T_k)}
     info = probe(video)
+    if opts.static:
+        info = as_still(info)
     del wav
     # chunk size and encoder lookahead from the memory budget; fails here, before any work, if one frame
     # cannot fit
@@ -592,7 +631,11 @@ def generate_video(
         info.width, info.height, chunk_size=opts.chunk_size, preset=opts.preset, max_memory=opts.max_memory
     )
     reader = VideoReader(
-        video, chunk_size=memory.chunk_size, image_fps=opts.fps, image_duration=audio_seconds
+        video,
+        chunk_size=memory.chunk_size,
+        image_fps=opts.fps,
+        image_duration=audio_seconds,
+        still=opts.static,
     )
     times["audio"] = time.perf_counter() - t0
 
@@ -646,11 +689,21 @@ def generate_video(
         if len(faces_idx) == 0:
             raise Diff2LipError("reconstruction mode needs a face in the video, none was found", video)
         first = int(faces_idx[0])
-        recon_frame = _frame_at(reader, first, opts.resize_factor)
+        recon_frame = _frame_at(reader, first)
         recon_box = boxes[first]
 
     t2 = time.perf_counter()
-    height, width = _frame_size(info, opts.resize_factor)
+    height, width = _frame_size(info)
+    # the frames again, each with its samples as decoded: pixels the model did not redraw are written as
+    # they were (no RGB round trip), in the source's colour spec
+    frames_in = VideoReader(
+        video,
+        chunk_size=memory.chunk_size,
+        image_fps=opts.fps,
+        image_duration=audio_seconds,
+        keep_yuv=not opts.lossless and not opts.reconstruction,
+        still=opts.static,
+    )
     written = 0
     no_face = 0
     total = max(1, round(out_seconds * reader.fps))
@@ -665,14 +718,19 @@ def generate_video(
         audio_duration=out_seconds,
         lookahead=memory.lookahead,
         threads=memory.threads,
+        audio_codec=opts.audio_codec,
+        lossless=opts.lossless,
+        tune=opts.tune,
+        color=frames_in.color,
     ) as writer:
         last_time = -math.inf
+        uneven = False
         for k in range(passes):
             done = False
             # a loop starts one period later, and never before the last frame written (the last frame of
             # a VFR or repaired-timestamp video may lie beyond n / average rate)
             offset = max(k * period, last_time + 1.0 / reader.fps) if k else 0.0
-            for chunk in _chunks(reader, opts.resize_factor):
+            for chunk in frames_in:
                 out_times = chunk.times + offset
                 keep = out_times < out_seconds - 1e-9
                 if not keep.any():
@@ -681,6 +739,9 @@ def generate_video(
                 idx = chunk.start_index + np.arange(len(chunk))[keep]
                 idx = np.minimum(idx, n_src - 1)
                 frames = chunk.frames if keep.all() else chunk.frames[keep]  # no copy in the common case
+                source_yuv = None
+                if chunk.yuv is not None and recon_frame is None:
+                    source_yuv = chunk.yuv if keep.all() else chunk.yuv[keep]
                 ftimes = out_times[keep]
                 face = has_face[idx]
                 fboxes = boxes[idx]
@@ -701,6 +762,7 @@ def generate_video(
                     inplace=True,
                 )
                 synced = face.copy()
+                changed = [np.where(face[:, None], fboxes, -1)]  # (n, 4) per person: what was redrawn
                 for vboxes, vface, vmel, vref, vshots in speakers:  # each --audio-for person, in place
                     out = lipsync_frames(
                         pipeline,
@@ -715,8 +777,11 @@ def generate_video(
                         inplace=True,
                     )
                     synced |= vface[idx]
+                    changed.append(np.where(vface[idx][:, None], vboxes[idx], -1))
                 no_face += int((~synced).sum())
-                writer.write(out, ftimes)
+                writer.write(out, ftimes, source_yuv=source_yuv, changed=np.stack(changed, axis=1))
+                steps = np.diff(np.concatenate([[last_time], ftimes]) if written else ftimes)
+                uneven |= bool(np.any(np.abs(steps * reader.fps - 1) > 0.1))
                 last_time = float(ftimes[-1])
                 written += len(out)
                 if progress:
@@ -750,12 +815,14 @@ def generate_video(
         stage_seconds=times,
         stale_removed=writer.stale_removed,
         memory=memory,
+        audio_note=writer.audio_note,
+        variable_rate=uneven,
         shots=[list(r) for r in track.metadata.get("shots", [])],
         speakers=([f"person {opts.face_id} (main audio)"] if opts.face_id is not None and others else [])
         + [f"person {k} ({Path(opts.voices[k]).name})" for k in others],
         timestamps={
-            "reordered": reader.reordered_times,
-            "repeated or backwards": reader.repaired_times,
-            "missing": reader.missing_times,
+            "reordered": max(reader.reordered_times, frames_in.reordered_times),
+            "repeated or backwards": max(reader.repaired_times, frames_in.repaired_times),
+            "missing": max(reader.missing_times, frames_in.missing_times),
         },
     )

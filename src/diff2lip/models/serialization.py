@@ -432,15 +432,20 @@ def checkpoint_model_config(path: str | Path) -> UNetConfig:
 def load_checkpoint(
     path: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
 ) -> PretrainedModel:
-    """Load either form: a directory with ``config.json`` (ours) or an official ``.pt`` file.
+    """Load either form: a directory with ``config.json`` (ours) or an official ``.pt`` file; or a name of
+    :mod:`diff2lip.models.named` (``demo``, ``paper``).
 
     An official checkpoint gets the config sections of ``configs/paper.yaml``.
     """
-    p = Path(path)
+    from diff2lip.models.named import names_help, resolve_model
+
+    p = resolve_model(path)
     if p.is_dir():
         return load_pretrained(p, device=device, dtype=dtype)
     if not p.exists():
-        raise Diff2LipError("checkpoint not found (expected a model directory or an official .pt file)", p)
+        raise Diff2LipError(
+            f"checkpoint not found (expected a model directory, an official .pt file, {names_help()})", p
+        )
     state = load_official_state_dict(p)
     model = _materialize(paper_config(), state, p, device, parse_dtype(dtype))
     diffusion, sampling = _paper_sections()

@@ -1,4 +1,5 @@
-"""Streaming video I/O with PyAV: probe, chunked decode, H.264 encode with the original audio muxed back.
+"""Streaming video I/O with PyAV: probe, chunked decode, H.264 encode with the original audio muxed back
+(copied as it is whenever the container can hold it).
 
 DESIGN.md §2/§6: frames are decoded *streaming* (memory bounded by the chunk size, never by the video
 length), at any input frame rate including variable frame rate (every frame carries its own presentation
@@ -21,7 +22,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -47,8 +48,27 @@ __all__ = [
 _IMAGE_DEMUXERS = ("image2",)
 # Fine time base for written video timestamps (the MPEG 90 kHz clock): exact to 11 µs, so VFR survives.
 _VIDEO_TIME_BASE = Fraction(1, 90000)
-# AAC bit rate per channel; 96 kb/s per channel is transparent for speech and music.
-_AAC_BITRATE_PER_CHANNEL = 96_000
+# Bit rate per channel of an audio track that has to be encoded lossily (AAC, Opus): high, so that
+# re-encoding is transparent for speech and music.
+_LOSSY_BITRATE_PER_CHANNEL = 160_000
+# Audio codecs each output container takes as they are (stream copy). PCM goes into .mov/.mkv, not .mp4
+# (FFmpeg can write it there, but players cannot read it).
+_COPYABLE = {
+    "mp4": {"aac", "mp3", "alac", "opus", "ac3", "eac3"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+            "pcm_f32le", "pcm_f32be"},
+    "matroska": {"aac", "mp3", "alac", "opus", "vorbis", "flac", "ac3", "eac3", "pcm_s16le", "pcm_s24le",
+                 "pcm_s32le", "pcm_f32le", "pcm_u8"},
+}  # fmt: skip
+# --audio-codec NAME → FFmpeg encoder, and the containers that can hold it.
+AUDIO_ENCODERS = {
+    "aac": ("aac", {"mp4", "mov", "matroska"}),
+    "alac": ("alac", {"mp4", "mov", "matroska"}),
+    "flac": ("flac", {"matroska"}),
+    "opus": ("libopus", {"mp4", "matroska"}),
+    "pcm": ("pcm_s16le", {"mov", "matroska"}),
+}
+AUDIO_CODECS = ("auto", "copy", *AUDIO_ENCODERS)
 # Default channel layout per channel count for AAC output (FFmpeg's names).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
@@ -192,6 +212,11 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         )
 
 
+def as_still(info: VideoInfo) -> VideoInfo:
+    """``info`` of a video read as a still image of its first frame (Wav2Lip's ``--static``)."""
+    return replace(info, is_image=True, fps=0.0, duration=None, num_frames=1)
+
+
 # --------------------------------------------------------------------------------------------- reading
 
 
@@ -207,9 +232,50 @@ class FrameChunk:
     frames: np.ndarray
     times: np.ndarray
     start_index: int
+    yuv: np.ndarray | None = None
+    """With ``VideoReader(keep_yuv=True)``: the frames as decoded, ``(N, H·3/2, W)`` uint8 I420 (Y rows,
+    then the U and V planes), for :meth:`VideoWriter.write` to keep every pixel the model did not touch
+    exactly; ``None`` when the stream is not plain 8-bit 4:2:0 of an even size (see :class:`ColorSpec`)."""
 
     def __len__(self) -> int:
         return len(self.frames)
+
+
+@dataclass(frozen=True)
+class ColorSpec:
+    """How YUV and RGB relate in a stream: the matrix and range libswscale converts with, and the colour
+    tags written to the output so players interpret the output as they interpreted the input.
+
+    ``BT709`` (the writer's default) is what outputs made from RGB alone are tagged with. A source's spec
+    (:attr:`VideoReader.color`) keeps an unspecified source unspecified (decoded as BT.601, as FFmpeg
+    does) and a BT.601 source BT.601, so the untouched pixels' YUV samples can be copied as they are.
+    """
+
+    matrix: str  # libswscale's name: ITU709, ITU601, SMPTE240M, FCC, BT2020
+    full_range: bool
+    tags: tuple[int, int, int, int]  # FFmpeg's colorspace, primaries, transfer, range
+
+    @property
+    def range_name(self) -> str:
+        return "JPEG" if self.full_range else "MPEG"
+
+
+BT709 = ColorSpec("ITU709", False, (1, 1, 1, 1))
+# FFmpeg's AVColorSpace → libswscale matrix (2 = unspecified: FFmpeg decodes it as BT.601)
+_MATRIX = {0: None, 1: "ITU709", 2: "ITU601", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020"}
+
+
+def color_spec(frame: av.VideoFrame) -> ColorSpec | None:
+    """The :class:`ColorSpec` of a decoded frame whose YUV samples can pass through unchanged: 8-bit
+    ``yuv420p`` of an even size with a known matrix; else ``None``."""
+    if frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2:
+        return None
+    matrix = _MATRIX.get(int(frame.colorspace))
+    if matrix is None:
+        return None
+    full = int(frame.color_range) == 2
+    tags = (int(frame.colorspace), int(frame.color_primaries), int(frame.color_trc), int(frame.color_range))
+    return ColorSpec(matrix, full, tags)
 
 
 def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
@@ -250,10 +316,12 @@ class VideoReader:
         chunk_size: int = 32,
         image_fps: float = 25.0,
         image_duration: float | None = None,
+        keep_yuv: bool = False,
+        still: bool = False,
     ):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.info = probe(path)
+        self.info = as_still(probe(path)) if still else probe(path)
         self.path = self.info.path
         self.chunk_size = int(chunk_size)
         # frames of the last full iteration whose own pts were reordered (taken from the sorted packet
@@ -274,6 +342,13 @@ class VideoReader:
                 )
         self.image_fps = float(image_fps)
         self.image_duration = image_duration
+        self.keep_yuv = bool(keep_yuv) and not self.info.is_image and self.info.rotation == 0
+        self.color: ColorSpec | None = None
+        """The stream's :class:`ColorSpec` when its frames can pass through as YUV (known after the first
+        frame is decoded); ``None`` otherwise."""
+        if self.keep_yuv:
+            self.color = self._first_color()
+            self.keep_yuv = self.color is not None
 
     @property
     def fps(self) -> float:
@@ -345,6 +420,16 @@ class VideoReader:
                 self._times_table = (first, np.array([float((x - first) * tb) for x in sorted(stamps)]))
         return self._times_table
 
+    def _first_color(self) -> ColorSpec | None:
+        try:
+            with _open_input(self.path) as container:
+                frame = next(container.decode(video=0), None)
+        except av.FFmpegError:
+            return None
+        if frame is None or (frame.width, frame.height) != (self.info.width, self.info.height):
+            return None
+        return color_spec(frame)
+
     def _iter_video(self) -> Iterator[FrameChunk]:
         rotation = self.info.rotation
         # Decoded (stored) size; frames are rotated to the displayed size after conversion.
@@ -361,6 +446,8 @@ class VideoReader:
             fallback_dt = 1.0 / (self.info.fps or 25.0)
             buf = np.empty((self.chunk_size, oh, ow, 3), np.uint8)  # (chunk, H, W, 3)
             times = np.empty(self.chunk_size, np.float64)
+            yuv_shape = (self.chunk_size, oh * 3 // 2, ow)
+            yuv = np.empty(yuv_shape, np.uint8) if self.keep_yuv else None  # (chunk, H·3/2, W) I420
             n_in_buf = 0
             index = 0
             first_stamp, table = self._packet_times()
@@ -398,17 +485,28 @@ class VideoReader:
                 rgb = frame.to_ndarray(format="rgb24", width=sw, height=sh)  # (sh, sw, 3)
                 buf[n_in_buf] = rotate_frames(rgb, rotation)
                 times[n_in_buf] = t
+                if yuv is not None:
+                    if color_spec(frame) == self.color and (frame.width, frame.height) == (ow, oh):
+                        yuv[n_in_buf] = frame.to_ndarray(format="yuv420p")  # (H·3/2, W)
+                    else:  # the stream changed format or size midway: no YUV for the rest of this pass
+                        yuv = None
                 n_in_buf += 1
                 index += 1
                 if n_in_buf == self.chunk_size:
-                    yield FrameChunk(frames=buf, times=times, start_index=index - n_in_buf)
+                    yield FrameChunk(frames=buf, times=times, start_index=index - n_in_buf, yuv=yuv)
                     buf = np.empty((self.chunk_size, oh, ow, 3), np.uint8)
                     times = np.empty(self.chunk_size, np.float64)
+                    yuv = np.empty(yuv_shape, np.uint8) if yuv is not None else None
                     n_in_buf = 0
             # before the last chunk is handed out
             self.repaired_times, self.missing_times, self.reordered_times = repaired, missing, reordered
             if n_in_buf:
-                yield FrameChunk(frames=buf[:n_in_buf], times=times[:n_in_buf], start_index=index - n_in_buf)
+                yield FrameChunk(
+                    frames=buf[:n_in_buf],
+                    times=times[:n_in_buf],
+                    start_index=index - n_in_buf,
+                    yuv=None if yuv is None else yuv[:n_in_buf],
+                )
             if index == 0:
                 raise Diff2LipError("video stream has no decodable frames", self.path)
 
@@ -441,11 +539,11 @@ AudioInput = str | os.PathLike | tuple[np.ndarray, int]
 class _AudioSource:
     """Planar float32 audio, decoded (or sliced) lazily and trimmed to ``[start, start + duration)``.
 
-    Keeps the source's own sample rate and channel count; only a rate the AAC encoder cannot take is
+    Keeps the source's own sample rate and channel count; only a rate the encoder cannot take is
     resampled (to 48 kHz). ``chunks()`` yields ``(channels, n)`` float32 arrays.
     """
 
-    def __init__(self, audio: AudioInput, start: float, duration: float | None):
+    def __init__(self, audio: AudioInput, start: float, duration: float | None, encoder: str = "aac"):
         if start < 0:
             raise ValueError(f"audio_start must be >= 0, got {start}")
         if duration is not None and duration < 0:
@@ -477,7 +575,7 @@ class _AudioSource:
             if channels not in _DEFAULT_LAYOUTS:
                 raise Diff2LipError(f"audio has {channels} channels; at most 8 are supported", self._path)
         self._in_rate = in_rate
-        supported = av.Codec("aac", "w").audio_rates or ()
+        supported = av.Codec(encoder, "w").audio_rates or ()
         self.rate = in_rate if not supported or in_rate in supported else 48000
         self.layout = _DEFAULT_LAYOUTS[channels]
         self.channels = channels
@@ -532,6 +630,79 @@ class _AudioSource:
             source.close()
 
 
+class _PacketCopy:
+    """The audio packets of a file as they are (stream copy, no decoding), up to ``duration`` seconds:
+    every packet that starts before the end."""
+
+    def __init__(self, path: Path, duration: float | None):
+        self._container = _open_input(path)
+        self.stream = self._container.streams.audio[0]
+        self.label = path
+        self._end = math.inf if duration is None else duration
+
+    def packets(self) -> Iterator[tuple[float, av.Packet]]:
+        """``(start seconds, packet)`` in file order."""
+        tb = self.stream.time_base
+        for packet in self._container.demux(self.stream):
+            if packet.dts is None or packet.size == 0:  # the demuxer's end-of-stream marker
+                continue
+            start = float((packet.pts if packet.pts is not None else packet.dts) * tb)
+            if start >= self._end:
+                return
+            yield start, packet
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def audio_codec_name(path: str | os.PathLike[str]) -> str:
+    """FFmpeg's name of the codec of a file's first audio stream (``pcm_s16le``, ``aac``, …)."""
+    with _open_input(_check_path(path)) as c:
+        if not c.streams.audio:
+            raise Diff2LipError("has no audio stream", path)
+        return str(c.streams.audio[0].codec_context.codec.canonical_name)
+
+
+def plan_audio(
+    audio: AudioInput, output: Path, codec: str = "auto", audio_start: float = 0.0
+) -> tuple[str | None, str]:
+    """How the writer will store ``audio`` in ``output``: ``(encoder or None for a stream copy, note)``.
+
+    ``codec``: ``auto`` copies the stream when the container can hold it as it is and it starts at 0, else
+    encodes AAC at a high bit rate; ``copy`` insists on a copy (a one-line error when it cannot be);
+    ``aac``/``alac``/``flac``/``opus``/``pcm`` always encode. The note says what happens and why.
+    """
+    if codec not in AUDIO_CODECS:
+        raise Diff2LipError(f"unknown audio codec '{codec}' (choose one of {', '.join(AUDIO_CODECS)})")
+    muxer = _muxer_for(output) or "mp4"
+    suffix = output.suffix.lower() or ".mp4"
+    if codec in ("auto", "copy"):
+        source = None if isinstance(audio, tuple) else audio_codec_name(audio)
+        why = None
+        if source is None:
+            why = "the audio is samples in memory"
+        elif audio_start > 0:
+            why = f"the audio starts {audio_start:g} s into the file"
+        elif source not in _COPYABLE[muxer]:
+            why = f"{source} cannot go into a {suffix} file"
+        if why is None:
+            return None, f"audio copied ({source})"
+        if codec == "copy":
+            raise Diff2LipError(
+                f"--audio-codec copy: {why}; choose --audio-codec aac (or alac, flac, opus, pcm as the "
+                "container allows)",
+                None if isinstance(audio, tuple) else audio,
+            )
+        return "aac", f"audio encoded as AAC ({why})"
+    encoder, containers = AUDIO_ENCODERS[codec]
+    if muxer not in containers:
+        allowed = ", ".join(
+            sorted({".mp4" if m == "mp4" else ".mov" if m == "mov" else ".mkv" for m in containers})
+        )
+        raise Diff2LipError(f"--audio-codec {codec} needs a {allowed} output", output)
+    return encoder, f"audio encoded as {codec.upper() if codec in ('aac', 'pcm') else codec.capitalize()}"
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 
@@ -555,11 +726,14 @@ class VideoWriter:
     * Memory: x264 holds about ``9 + threads + lookahead`` frames (1.5 threads per core; the rate-control
       lookahead is 40 at the ``medium`` preset); ``lookahead`` and ``threads`` lower it for very large
       frames (``generate``'s memory plan does).
-    * Audio: ``audio`` is a path to any file with an audio stream (decoded by PyAV, streamed) or a tuple
-      ``(float array (channels, samples) or (samples,), sample_rate)``. It is encoded as AAC at its *own*
-      sample rate and channel count (a rate AAC cannot carry is resampled to 48 kHz), skipping the first
-      ``audio_start`` seconds and trimmed to ``audio_duration`` seconds when given. Audio is interleaved
-      with the video as frames are written.
+    * Audio: ``audio`` is a path to any file with an audio stream or a tuple ``(float array (channels,
+      samples) or (samples,), sample_rate)``, trimmed to ``audio_duration`` seconds when given. With
+      ``audio_codec="auto"`` a file's audio stream is **copied bit for bit** when the container can hold
+      it (AAC, MP3, ALAC, Opus into .mp4; PCM too into .mov/.mkv; see :func:`plan_audio`) — cut at the
+      first packet that starts after the end — else encoded as AAC at 160 kb/s per channel at its own
+      sample rate and channel count (decoded by PyAV and streamed, skipping ``audio_start`` seconds);
+      ``audio_codec`` ``copy``/``aac``/``alac``/``flac``/``opus``/``pcm`` forces one way.
+      :attr:`audio_note` says which happened. Audio is interleaved with the video as frames are written.
     * Atomicity: everything is written to a hidden temporary file in the target's directory, which is
       renamed onto ``path`` only when the ``with`` block exits cleanly (or :meth:`close` is called); on
       an exception (or :meth:`abort`) the temporary file is deleted and ``path`` is left untouched. The
@@ -582,6 +756,10 @@ class VideoWriter:
         pix_fmt: str = "yuv420p",
         lookahead: int | None = None,
         threads: int | None = None,
+        audio_codec: str = "auto",
+        lossless: bool = False,
+        tune: str | None = None,
+        color: ColorSpec | None = None,
     ):
         if width < 1 or height < 1:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
@@ -591,6 +769,13 @@ class VideoWriter:
         if not self.path.parent.is_dir():
             raise Diff2LipError("output directory does not exist", self.path.parent)
         self.input_width, self.input_height = int(width), int(height)
+        self.lossless = bool(lossless)
+        if self.lossless:
+            if _muxer_for(self.path) != "matroska":
+                raise Diff2LipError("lossless output is FFV1 video: name the output file .mkv", self.path)
+            pix_fmt = "bgr0"  # the RGB frames exactly
+        self.tune = tune
+        self.color = color or BT709
         fmt = av.VideoFormat(pix_fmt, self.input_width, self.input_height)
         chroma = [c for c in fmt.components if c.is_chroma]
         sub_w = bool(chroma) and chroma[0].width != fmt.width
@@ -616,6 +801,11 @@ class VideoWriter:
         self._audio_layout = ""
         self._audio_sent = 0
         self._audio_label: Path | None = None
+        self.audio_codec = audio_codec
+        self.audio_note = ""  # what happened to the audio: copied, or encoded and why
+        self._copy: _PacketCopy | None = None
+        self._copy_iter: Iterator[tuple[float, av.Packet]] | None = None
+        self._copy_pending: tuple[float, av.Packet] | None = None
         self._held: av.Packet | None = None  # last video packet, muxed at close with its true duration
         self._first_dts: int | None = None
         self._first_pts: int | None = None
@@ -633,27 +823,45 @@ class VideoWriter:
             return self
         source = None
         if self._audio_spec is not None:
-            source = _AudioSource(self._audio_spec, self._audio_start, self._audio_duration)
+            encoder, self.audio_note = plan_audio(
+                self._audio_spec, self.path, self.audio_codec, self._audio_start
+            )
+            if encoder is None:
+                self._copy = _PacketCopy(_check_path(self._audio_spec), self._audio_duration)  # type: ignore[arg-type]
+            else:
+                source = _AudioSource(self._audio_spec, self._audio_start, self._audio_duration, encoder)
         target = self.path.with_suffix(self.path.suffix or ".mp4")
         self.stale_removed = remove_stale_temps(target.parent, target.name, "partial")
         self._tmp = temp_sibling(target, "partial")
         try:
             self._container = av.open(str(self._tmp), "w", format=_muxer_for(self.path))
-            vs = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(100000))
+            rate = Fraction(self.fps).limit_denominator(100000)
+            vs = self._container.add_stream("ffv1" if self.lossless else "libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = self.width, self.height, self.pix_fmt
             vs.time_base = _VIDEO_TIME_BASE
             vs.codec_context.time_base = _VIDEO_TIME_BASE
-            vs.options = {"crf": str(self.crf), "preset": self.preset}
-            if self.lookahead is not None:  # x264 keeps ~lookahead frames in flight: memory ∝ frame size
-                vs.options["x264-params"] = f"rc-lookahead={int(self.lookahead)}"
+            if self.lossless:
+                vs.options = {"level": "3", "slicecrc": "1"}
+            else:
+                vs.options = {"crf": str(self.crf), "preset": self.preset}
+                if self.tune:
+                    vs.options["tune"] = self.tune
+                if self.lookahead is not None:  # x264 keeps ~lookahead frames in flight: memory ∝ size
+                    vs.options["x264-params"] = f"rc-lookahead={int(self.lookahead)}"
             if self.threads is not None:
                 vs.options["threads"] = str(int(self.threads))
             cc = vs.codec_context
-            cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
+            if not self.lossless:  # the source's tags (BT.709, limited range, for RGB-only input)
+                cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = self.color.tags
             self._vstream = vs
-            if source is not None:
-                astream = self._container.add_stream("aac", rate=source.rate, layout=source.layout)
-                astream.bit_rate = min(_AAC_BITRATE_PER_CHANNEL * source.channels, 512_000)
+            if self._copy is not None:
+                self._astream = self._container.add_stream_from_template(self._copy.stream)
+                self._audio_label = self._copy.label
+                self._copy_iter = self._copy.packets()
+            elif source is not None:
+                astream = self._container.add_stream(encoder, rate=source.rate, layout=source.layout)
+                if encoder in ("aac", "libopus"):
+                    astream.bit_rate = min(_LOSSY_BITRATE_PER_CHANNEL * source.channels, 510_000)
                 astream.time_base = Fraction(1, source.rate)
                 self._astream = astream
                 self._audio_rate, self._audio_layout = source.rate, source.layout
@@ -688,6 +896,7 @@ class VideoWriter:
             with contextlib.suppress(av.FFmpegError, Diff2LipError):
                 self._audio_iter.close()  # type: ignore[attr-defined]
             self._audio_iter = None
+        self._close_copy()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None
@@ -707,7 +916,9 @@ class VideoWriter:
                     raise Diff2LipError(
                         f"no audio left to mux after skipping {self._audio_start:g} s", self._audio_label
                     )
-                self._mux(self._astream.encode(None))
+                if self._copy is None:
+                    self._mux(self._astream.encode(None))
+            self._close_copy()
             self._container.close()
             self._container = None
             publish(self._tmp, self.path)  # type: ignore[arg-type]
@@ -718,8 +929,22 @@ class VideoWriter:
 
     # -- writing
 
-    def write(self, frames: np.ndarray, times: np.ndarray | None = None) -> None:
-        """Encode ``frames`` ``(N, H, W, 3)`` uint8 RGB shown at ``times`` ``(N,)`` seconds (or at 1/fps)."""
+    def write(
+        self,
+        frames: np.ndarray,
+        times: np.ndarray | None = None,
+        *,
+        source_yuv: np.ndarray | None = None,
+        changed: np.ndarray | None = None,
+    ) -> None:
+        """Encode ``frames`` ``(N, H, W, 3)`` uint8 RGB shown at ``times`` ``(N,)`` seconds (or at 1/fps).
+
+        ``source_yuv`` ``(N, H·3/2, W)``: the frames as decoded (:attr:`FrameChunk.yuv`, in this writer's
+        ``color`` spec) and ``changed`` ``(N, K, 4)`` (or ``(N, 4)``) int: the boxes ``x1 y1 x2 y2`` of each
+        frame that differ from its source (rows of -1: none). Then only the changed boxes (grown to even
+        pixels) are converted from RGB; every other sample is the source's own, so the untouched region
+        loses nothing before the encoder.
+        """
         if self._container is None:
             raise RuntimeError("VideoWriter is not open (use it as a context manager)")
         frames = np.asarray(frames)
@@ -739,15 +964,23 @@ class VideoWriter:
         times = np.asarray(times, dtype=np.float64)
         if times.shape != (n,):
             raise ValueError(f"times must have shape ({n},), got {times.shape}")
+        passthrough = source_yuv is not None and not self.lossless and self.pix_fmt == "yuv420p"
+        if passthrough and source_yuv.shape != (n, self.height * 3 // 2, self.width):  # type: ignore[union-attr]
+            raise ValueError(f"source_yuv must be ({n}, {self.height * 3 // 2}, {self.width})")
         pad_h, pad_w = self.height - self.input_height, self.width - self.input_width
-        for frame_rgb, t in zip(frames, times):
+        for i, (frame_rgb, t) in enumerate(zip(frames, times)):
             pts = round(float(t) / _VIDEO_TIME_BASE)
             if t < 0 or (self._last_pts is not None and pts <= self._last_pts):
                 raise ValueError(f"frame times must be non-negative and strictly increasing (got {t:.6f} s)")
-            if pad_h or pad_w:
-                frame_rgb = np.pad(frame_rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")  # (H', W', 3)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
-            vf = vf.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+            if passthrough:
+                boxes = (
+                    np.zeros((0, 4), np.int64) if changed is None else np.asarray(changed[i]).reshape(-1, 4)
+                )
+                vf = self._from_source(frame_rgb, source_yuv[i], boxes)  # type: ignore[index]
+            else:
+                if pad_h or pad_w:
+                    frame_rgb = np.pad(frame_rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+                vf = self._to_yuv(frame_rgb)
             vf.pts = pts
             vf.time_base = _VIDEO_TIME_BASE
             if self._last_pts is not None:
@@ -759,6 +992,34 @@ class VideoWriter:
             self.frames_written += 1
         if self._astream is not None and self._last_pts is not None:
             self._pump_audio(float(self._last_pts * _VIDEO_TIME_BASE))
+
+    def _to_yuv(self, rgb: np.ndarray) -> av.VideoFrame:
+        """An RGB image ``(h, w, 3)`` as a frame in the output's pixel format and colour spec."""
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if self.lossless:
+            return vf.reformat(format=self.pix_fmt)
+        return vf.reformat(
+            format=self.pix_fmt, dst_colorspace=self.color.matrix, dst_color_range=self.color.range_name
+        )
+
+    def _from_source(self, rgb: np.ndarray, source: np.ndarray, boxes: np.ndarray) -> av.VideoFrame:
+        """The source's I420 samples ``(H·3/2, W)`` with the changed ``boxes`` ``(K, 4)`` of ``rgb``
+        converted in."""
+        h, w = self.height, self.width
+        boxes = boxes[boxes[:, 0] >= 0]
+        if not len(boxes):
+            return av.VideoFrame.from_ndarray(np.ascontiguousarray(source), format="yuv420p")
+        out = source.copy()
+        y_plane = out[:h]  # (H, W)
+        uv = out[h:].reshape(2, h // 2, w // 2)  # U and V planes (views)
+        for box in boxes:
+            x1, y1 = int(box[0]) // 2 * 2, int(box[1]) // 2 * 2  # even corners: whole chroma samples
+            x2, y2 = min(w, -(-int(box[2]) // 2) * 2), min(h, -(-int(box[3]) // 2) * 2)
+            sub = self._to_yuv(rgb[y1:y2, x1:x2]).to_ndarray()  # (bh·3/2, bw) I420
+            bh, bw = y2 - y1, x2 - x1
+            y_plane[y1:y2, x1:x2] = sub[:bh]
+            uv[:, y1 // 2 : y2 // 2, x1 // 2 : x2 // 2] = sub[bh:].reshape(2, bh // 2, bw // 2)
+        return av.VideoFrame.from_ndarray(out, format="yuv420p")
 
     def _mux_video(self, packets: list[av.Packet]) -> None:
         """Mux video packets, holding the latest one back so :meth:`close` can fix its duration."""
@@ -786,9 +1047,28 @@ class VideoWriter:
                 packet.duration = duration
         self._mux([packet])
 
+    def _close_copy(self) -> None:
+        self._copy_iter = self._copy_pending = None
+        if self._copy is not None:
+            with contextlib.suppress(av.FFmpegError, OSError):
+                self._copy.close()
+
     def _pump_audio(self, until_seconds: float) -> None:
-        """Encode audio up to ``until_seconds`` so audio and video packets interleave."""
+        """Encode (or copy) audio up to ``until_seconds`` so audio and video packets interleave."""
         assert self._astream is not None
+        while self._copy_iter is not None:
+            if self._copy_pending is None:
+                self._copy_pending = next(self._copy_iter, None)
+                if self._copy_pending is None:
+                    self._copy_iter = None
+                    return
+            start, packet = self._copy_pending
+            if start >= until_seconds:
+                return
+            packet.stream = self._astream
+            self._mux([packet])
+            self._audio_sent += 1
+            self._copy_pending = None
         if self._audio_iter is None:
             return
         limit = until_seconds * self._audio_rate
