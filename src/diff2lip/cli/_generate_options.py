@@ -13,9 +13,15 @@ from typing import Any
 
 from diff2lip.video.face import SAME_PERSON
 
-DEFAULT_CRF = 4.0
-"""x264 quality of the output: at crf 4 the pixels the model does not touch keep >= 45 dB PSNR against
-the decoded input at about the input's bit rate (benchmarks/output_quality.py, RESULTS.md)."""
+
+def _crf(value: str) -> float | None:
+    """``--crf``: a number, or ``auto`` (None)."""
+    if value == "auto":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got '{value}'") from None
 
 FACE_CHOICES = ("largest", "central", "score", "track")
 
@@ -187,11 +193,13 @@ def add_job_options(p: argparse.ArgumentParser, *, batch: bool = False) -> None:
     )
     g.add_argument(
         "--crf",
-        type=float,
-        default=DEFAULT_CRF,
-        help=f"x264 quality, lower is better (default {DEFAULT_CRF:g}: visually lossless outside the face, "
-        "yuv420p High profile that every player opens). 0 is lossless H.264 in the High 4:4:4 Predictive "
-        "profile, which browsers and many players cannot open: prefer --lossless",
+        type=_crf,
+        default=None,
+        help="x264 quality, lower is better, or auto (default): from the source's bits per pixel, 4 for a "
+        "near-lossless source up to 18 for a compressed one, so the pixels the model does not touch keep "
+        ">= 45 dB at about the source's size (yuv420p, High profile: every player opens it). 0 is lossless "
+        "H.264 in the High 4:4:4 Predictive profile, which browsers and many players cannot open: prefer "
+        "--lossless",
     )
     g.add_argument("--x264-preset", default="medium", help="x264 speed preset (default medium)")
     g.add_argument("--x264-tune", default=None, help="x264 tune: film, grain, animation, ... (default none)")
@@ -337,8 +345,8 @@ def crf_warning(args: argparse.Namespace) -> str | None:
     if args.crf == 0 and not args.lossless:
         return (
             "warning: --crf 0 writes lossless H.264 in the High 4:4:4 Predictive profile, which browsers and "
-            "many players cannot open; --lossless writes FFV1 in .mkv, and the default crf "
-            f"{DEFAULT_CRF:g} is visually lossless"
+            "many players cannot open; --lossless writes FFV1 in .mkv, and the default (--crf auto) is "
+            "visually lossless outside the face"
         )
     return None
 

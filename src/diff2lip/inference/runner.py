@@ -34,6 +34,7 @@ from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetection, FaceD
 from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, as_still, probe
 from diff2lip.video.official import crop_faces_official, paste_back_official
 from diff2lip.video.people import Person, detections_of, track_people, video_describer
+from diff2lip.video.quality import auto_crf
 from diff2lip.video.shots import ShotDetector
 from diff2lip.video.track import FaceTrack, track_faces
 
@@ -72,7 +73,7 @@ class GenerateOptions:
     max_memory: int | None = (
         None  # bytes of resident memory for the job; None: in use + min(3 GiB, half free)
     )
-    crf: float = 18.0
+    crf: float | None = None  # None: from the source's bits per pixel (video/quality.py)
     preset: str = "medium"
     tune: str | None = None  # x264 --tune (film, grain, ...)
     lossless: bool = False  # FFV1 video in .mkv: the frames exactly
@@ -138,6 +139,7 @@ class GenerateReport:
     shots: list[list[int]] = field(default_factory=list)  # inclusive [first, last] frames of each shot
     speakers: list[str] = field(default_factory=list)  # with --audio-for: who was lip-synced to what
     audio_note: str = ""  # audio copied, or encoded and why
+    video_note: str = ""  # how the video was encoded
     variable_rate: bool = False  # frames written at uneven intervals (VFR input kept as it is)
 
     def rate_text(self) -> str:
@@ -163,6 +165,8 @@ class GenerateReport:
             notes += (
                 f"; {len(self.shots)} shots (cuts at frames {', '.join(str(a) for a, _ in self.shots[1:])})"
             )
+        if self.video_note:
+            notes += f"; video {self.video_note}"
         if self.audio_note:
             notes += f"; {self.audio_note}"
         if self.speakers:
@@ -694,6 +698,7 @@ def generate_video(
 
     t2 = time.perf_counter()
     height, width = _frame_size(info)
+    crf = auto_crf(info) if opts.crf is None else opts.crf
     # the frames again, each with its samples as decoded: pixels the model did not redraw are written as
     # they were (no RGB round trip), in the source's colour spec
     frames_in = VideoReader(
@@ -712,7 +717,7 @@ def generate_video(
         width=width,
         height=height,
         fps=reader.fps,
-        crf=opts.crf,
+        crf=crf,
         preset=opts.preset,
         audio=audio,
         audio_duration=out_seconds,
@@ -816,6 +821,9 @@ def generate_video(
         stale_removed=writer.stale_removed,
         memory=memory,
         audio_note=writer.audio_note,
+        video_note="lossless FFV1"
+        if opts.lossless
+        else f"x264 crf {crf:g}" + (" (auto)" if opts.crf is None else ""),
         variable_rate=uneven,
         shots=[list(r) for r in track.metadata.get("shots", [])],
         speakers=([f"person {opts.face_id} (main audio)"] if opts.face_id is not None and others else [])

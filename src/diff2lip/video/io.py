@@ -100,6 +100,7 @@ class VideoInfo:
     is_image: bool
     audio_channels: int | None = None
     audio_duration: float | None = None
+    video_bit_rate: int | None = None  # bits/s of the video stream (the container's, less audio), if known
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:
@@ -209,7 +210,22 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             is_image=is_image,
             audio_channels=None if audio is None else int(audio.codec_context.channels),
             audio_duration=None if audio is None else _seconds(audio.duration, audio.time_base),
+            video_bit_rate=None if is_image else _video_bit_rate(container, stream, audio),
         )
+
+
+def _video_bit_rate(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    audio: av.audio.stream.AudioStream | None,
+) -> int | None:
+    """The video stream's bit rate: its own, else the whole file's less the audio's."""
+    if stream.bit_rate:
+        return int(stream.bit_rate)
+    if not container.bit_rate:
+        return None
+    rest = container.bit_rate - ((audio.bit_rate or 0) if audio is not None else 0)
+    return int(rest) if rest > 0 else None
 
 
 def as_still(info: VideoInfo) -> VideoInfo:
@@ -321,7 +337,8 @@ class VideoReader:
     ):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.info = as_still(probe(path)) if still else probe(path)
+        source = probe(path)
+        self.info = as_still(source) if still else source
         self.path = self.info.path
         self.chunk_size = int(chunk_size)
         # frames of the last full iteration whose own pts were reordered (taken from the sorted packet
@@ -342,7 +359,7 @@ class VideoReader:
                 )
         self.image_fps = float(image_fps)
         self.image_duration = image_duration
-        self.keep_yuv = bool(keep_yuv) and not self.info.is_image and self.info.rotation == 0
+        self.keep_yuv = bool(keep_yuv) and not source.is_image and self.info.rotation == 0
         self.color: ColorSpec | None = None
         """The stream's :class:`ColorSpec` when its frames can pass through as YUV (known after the first
         frame is decoded); ``None`` otherwise."""
@@ -381,12 +398,16 @@ class VideoReader:
             stream = container.streams.video[0]
             frame = next(iter(container.decode(stream)))
             image = rotate_frames(frame.to_ndarray(format="rgb24"), self.info.rotation)  # (H, W, 3)
+            yuv = None  # (H·3/2, W): a video's first frame (--static) as decoded
+            if self.keep_yuv and color_spec(frame) == self.color:
+                yuv = frame.to_ndarray(format="yuv420p")
         n = self.num_frames or 1
         for start in range(0, n, self.chunk_size):
             count = min(self.chunk_size, n - start)
             frames = np.repeat(image[None], count, axis=0)  # (count, H, W, 3)
             times = (start + np.arange(count, dtype=np.float64)) / self.image_fps
-            yield FrameChunk(frames=frames, times=times, start_index=start)
+            yuvs = None if yuv is None else np.repeat(yuv[None], count, axis=0)  # (count, H·3/2, W)
+            yield FrameChunk(frames=frames, times=times, start_index=start, yuv=yuvs)
 
     @property
     def end_time(self) -> float | None:
