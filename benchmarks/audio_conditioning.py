@@ -17,7 +17,7 @@ Three subcommands (numbers in benchmarks/RESULTS.md, "Session 4"):
     not copied). Train on it to ask whether the audio path learns to follow a perfectly clean signal.
 
 ``oracle-style RUN --corpus ORACLE_CORPUS``
-    Trains ``configs/synthetic.yaml`` (plus ``--set`` overrides; ``λ_sync = 0``, no spatial audio path) with
+    Trains ``src/diff2lip/configs/synthetic.yaml`` (plus ``--set`` overrides; ``λ_sync = 0``, no spatial audio path) with
     the UNet's audio code replaced by ``scale · u · (openness − 0.35)`` (``u`` a fixed random unit vector, the
     openness read exactly from the oracle mel's bar at the frame's own column): a perfect, strong code that
     cannot collapse. How fast the UNet learns to use it bounds how fast any audio encoder can make it

@@ -16,7 +16,7 @@ split of a ``diff2lip synth`` corpus (unseen faces and voices):
 
 ``speed``: seconds per output frame of the teacher's DPM-Solver++ 10 vs the K-step students, interleaved
 (A B C A B C …) in one process on the same frames, for the synthetic model and for the paper-size UNet
-(random weights, ``configs/paper.yaml``; the cost is the UNet passes). Examples::
+(random weights, ``src/diff2lip/configs/paper.yaml``; the cost is the UNet passes). Examples::
 
     python benchmarks/distill_proof.py table --corpus data/synth --student 2=runs/k2/model \\
         --student 1=runs/k1/model --student 4=runs/k4/model --json table.json

@@ -3,7 +3,7 @@
 1. makes the corpus with ``diff2lip synth`` (400 clips × 4 s: 360 for training, 20 + 20 held out, whose
    val/test clips speak with voices no training clip uses and have their own seeds and faces), unless
    ``--corpus`` names an existing one;
-2. trains ``configs/syncnet_synthetic.yaml`` with ``diff2lip train-syncnet`` — by default under
+2. trains ``src/diff2lip/configs/syncnet_synthetic.yaml`` with ``diff2lip train-syncnet`` — by default under
    ``torchrun --nproc-per-node 2`` with one thread per process, i.e. on 2 CPU cores — and times it
    (target ≤ 20 minutes);
 3. measures held-out accuracy (score ≥ 0.5 ⇔ in sync) of the exported expert on fixed balanced pairs of

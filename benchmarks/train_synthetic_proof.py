@@ -2,16 +2,16 @@
 
 1. makes the synthetic corpus with ``diff2lip synth`` (crops at the config's ``model.image_size``) unless
    ``--corpus`` already holds one; its val/test clips have unseen seeds, faces and voices;
-2. trains ``configs/synthetic.yaml`` with ``diff2lip train synthetic --data-dir CORPUS --syncnet SYNCNET``
+2. trains ``src/diff2lip/configs/synthetic.yaml`` with ``diff2lip train synthetic --data-dir CORPUS --syncnet SYNCNET``
    into ``RUN/main`` and times it. The budget is ``--max-steps N``, or ``--minutes M``: the run goes to
    ``losses.gan_start_step`` (from there on the GAN term costs a discriminator pass through the UNet's
    output), the next ``--calibration-steps`` are timed (start-up included, so the estimate is
    conservative) and the run is resumed (exactly: same data order, noise and optimizer state) up to the
    number of steps that fits in ``M`` minutes. The config's learning-rate annealing is set in steps
-   (``configs/synthetic.yaml``: 8000 → 9200), so ``--max-steps 9200`` is the bundled model's run; a
+   (``src/diff2lip/configs/synthetic.yaml``: 8000 → 9200), so ``--max-steps 9200`` is the bundled model's run; a
    ``--minutes`` budget that ends earlier stops before the annealing has finished;
 3. ``--ablation paper_losses`` trains ``RUN/paper_losses`` with ``L_sync`` and the GAN at the released
-   model's weights (λ 0.1 / 0.5; ``configs/synthetic.yaml`` has both off, RESULTS.md session 5),
+   model's weights (λ 0.1 / 0.5; ``src/diff2lip/configs/synthetic.yaml`` has both off, RESULTS.md session 5),
    ``--ablation with_sync`` / ``with_gan`` only one of them;
    ``--ablation no_sync`` / ``no_gan`` set one of them to 0 (for a config or ``--set`` that has them on);
    every ablation runs for the **same number of steps** as the main run;
@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# relative to the config: configs/synthetic.yaml has L_sync and the GAN off (benchmarks/RESULTS.md, session 5),
+# relative to the config: src/diff2lip/configs/synthetic.yaml has L_sync and the GAN off (benchmarks/RESULTS.md, session 5),
 # so "paper_losses" adds both at the released model's weights and with_sync / with_gan one of them;
 # no_sync / no_gan matter for a config (or --set) that has them on
 ABLATIONS = {

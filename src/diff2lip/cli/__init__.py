@@ -19,6 +19,28 @@ from diff2lip import __version__
 from diff2lip.errors import Diff2LipError, Terminated, raise_on_sigterm
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Raw descriptions, and every option's real default appended where its help does not state it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default is argparse.SUPPRESS
+            or action.required
+            or isinstance(
+                action, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._HelpAction
+            )
+            or "default" in text.lower()
+        ):
+            return text
+        if action.default is None or action.default == []:
+            value = "the config's value" if "override" in text.lower() else "none"
+        else:
+            value = "%(default)s"
+        return f"{text} (default: {value})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diff2lip",
@@ -33,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     for mod in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
         mod.register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = HelpFormatter
     return parser
 
 

@@ -23,6 +23,7 @@ def _crf(value: str) -> float | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got '{value}'") from None
 
+
 FACE_CHOICES = ("largest", "central", "score", "track")
 
 

@@ -19,7 +19,7 @@ Where to get the official checkpoint:
 
 What it does:
   Reads the file with torch.load(weights_only=True) (a pickle carrying code is refused), checks
-  every one of its 632 tensors against the paper model (configs/paper.yaml), and writes OUT_DIR/config.json
+  every one of its 632 tensors against the paper model (src/diff2lip/configs/paper.yaml), and writes OUT_DIR/config.json
   (model, diffusion and sampling sections of the paper preset) and OUT_DIR/model.safetensors.
   Nothing is written if any check fails. `diff2lip generate --checkpoint` accepts either form.
 

@@ -45,7 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--video-root", required=True, help="folder holding NAME.mp4 for every filelist name")
     p.add_argument("-o", "--out", required=True, help="output folder for the report and generated videos")
     p.add_argument("--generated", default=None, help="score the finished videos in this folder instead")
-    p.add_argument("--mode", choices=("reconstruction", "cross"), default="reconstruction")
+    p.add_argument(
+        "--mode",
+        choices=("reconstruction", "cross"),
+        default="reconstruction",
+        help="the paper's two settings: reconstruction (each video driven by its own audio, the first frame "
+        "as input and reference; default) or cross (driven by another video's audio)",
+    )
     p.add_argument("--metrics", default=",".join(("fid", "ssim", "psnr", "lmd", "sync")),
                    help="comma-separated subset of fid,ssim,psnr,lmd,sync (default all)")  # fmt: skip
     p.add_argument(

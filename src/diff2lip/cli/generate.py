@@ -55,10 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="face_video",
         default=None,
         metavar="VIDEO",
-        help="the input video (Wav2Lip's spelling)",
+        help="the input video, as Wav2Lip spells it (default: the positional VIDEO)",
     )
     p.add_argument(
-        "--audio", dest="audio_file", default=None, metavar="AUDIO", help="the speech (Wav2Lip's spelling)"
+        "--audio",
+        dest="audio_file",
+        default=None,
+        metavar="AUDIO",
+        help="the speech, as Wav2Lip spells it (default: the positional AUDIO)",
     )
     p.add_argument(
         "-o",

@@ -19,14 +19,14 @@ Writes into RUN_DIR (out_dir):
   what `diff2lip sync-offset --syncnet` and Diff2Lip training load), history.jsonl, tb/ (TensorBoard).
 
 Configs:
-  Every model and optimizer number lives in the YAML (unknown keys are errors). Packaged examples:
-  syncnet_synthetic.yaml (CPU-sized, for the synthetic corpus) and syncnet_tiny.yaml (tests); find
-  them with `python -c "from diff2lip.config import packaged_config_path as p; print(p('syncnet_synthetic'))"`.
+  Every model and optimizer number lives in the YAML (unknown keys are errors). CONFIG is a path or a
+  packaged name: syncnet_synthetic (CPU-sized, for the synthetic corpus) or syncnet_tiny (tests); the
+  files are in src/diff2lip/configs/.
 
 Examples:
-  diff2lip train-syncnet configs/syncnet_synthetic.yaml --data data/synth --out runs/syncnet
-  diff2lip train-syncnet configs/syncnet_synthetic.yaml --data data/synth --out runs/syncnet --resume
-  torchrun --nproc-per-node 2 -m diff2lip train-syncnet configs/syncnet_synthetic.yaml --data data/synth --out runs/syncnet-ddp
+  diff2lip train-syncnet syncnet_synthetic --data data/synth --out runs/syncnet
+  diff2lip train-syncnet syncnet_synthetic --data data/synth --out runs/syncnet --resume
+  torchrun --nproc-per-node 2 -m diff2lip train-syncnet syncnet_synthetic --data data/synth --out runs/syncnet-ddp
 """
 
 
@@ -43,7 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", metavar="CONFIG", help="training config YAML (a SyncNetTrainConfig)")
+    p.add_argument(
+        "config",
+        metavar="CONFIG",
+        help="training config YAML (a SyncNetTrainConfig) or a packaged name: syncnet_synthetic, syncnet_tiny",
+    )
     p.add_argument("--data", default=None, help="prepared data directory (overrides data_dir)")
     p.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (overrides out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in RUN_DIR")
@@ -63,11 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from diff2lip.config import load_config
+    from diff2lip.config import config_path, load_config
     from diff2lip.errors import Diff2LipError
     from diff2lip.train.syncnet_trainer import SyncNetTrainConfig, train_syncnet
 
-    cfg = load_config(SyncNetTrainConfig, args.config)
+    cfg = load_config(SyncNetTrainConfig, config_path(args.config, "training config"))
     if args.threads is not None:
         if args.threads < 1:
             raise Diff2LipError(f"--threads must be >= 1, got {args.threads}")

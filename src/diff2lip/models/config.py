@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from diff2lip.config import from_dict, load_yaml, packaged_config_path
+from diff2lip.config import config_path, from_dict, load_yaml
 from diff2lip.errors import Diff2LipError
 
 #: GroupNorm groups used by every normalisation layer (guided-diffusion's ``normalization``).
@@ -145,11 +145,7 @@ def load_model_config(path_or_name: str | Path) -> UNetConfig:
     ``path_or_name`` is a path to an existing file, or the name of a packaged config
     (``"paper"``, ``"tiny"``); our ``config.json`` files work too (they have a ``model`` section).
     """
-    p = Path(path_or_name)
-    if not p.is_file():
-        if p.suffix or len(p.parts) > 1:
-            raise Diff2LipError("model config file not found", p)
-        p = packaged_config_path(str(path_or_name))
+    p = config_path(path_or_name, "model config")
     return model_config_from_mapping(load_yaml(p), p)
 
 

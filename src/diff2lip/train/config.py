@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from diff2lip.config import from_dict, load_yaml, packaged_config_path
+from diff2lip.config import config_path, from_dict, load_yaml
 from diff2lip.diffusion import DiffusionConfig, SamplingConfig
 from diff2lip.errors import Diff2LipError
 from diff2lip.models.config import UNetConfig
@@ -346,9 +346,5 @@ def train_config_from_mapping(data: dict[str, Any], path: str | Path | None = No
 
 def load_train_config(path_or_name: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Load a training YAML (a path, or a packaged name: ``train_tiny``, ``synthetic``, ``paper_train``)."""
-    p = Path(path_or_name)
-    if not p.is_file():
-        if p.suffix or len(p.parts) > 1:
-            raise Diff2LipError("training config file not found", p)
-        p = packaged_config_path(str(path_or_name))
+    p = config_path(path_or_name, "training config")
     return train_config_from_mapping(apply_overrides(load_yaml(p), overrides or []), p)

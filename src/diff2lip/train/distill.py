@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diff2lip.config import from_dict, load_yaml, packaged_config_path, to_dict
+from diff2lip.config import config_path, from_dict, load_yaml, to_dict
 from diff2lip.diffusion import DiffusionConfig, SamplingConfig, sample, sampler_timesteps
 from diff2lip.errors import Diff2LipError
 from diff2lip.losses import LossOutput, motion_weight
@@ -104,11 +104,7 @@ def load_distill_config(
     ``diffusion`` section in the YAML must agree with them (a student has its teacher's architecture).
     ``distill.teacher_dir`` is set to ``teacher_dir``; the teacher's sampler defaults to its own.
     """
-    p = Path(path_or_name)
-    if not p.is_file():
-        if p.suffix or len(p.parts) > 1:
-            raise Diff2LipError("distillation config file not found", p)
-        p = packaged_config_path(str(path_or_name))
+    p = config_path(path_or_name, "distillation config")
     teacher = resolve_teacher(teacher_dir)
     doc = read_config_json(teacher)
     data = apply_overrides(load_yaml(p), overrides or [])
