@@ -173,7 +173,7 @@ def add_job_options(p: argparse.ArgumentParser, *, batch: bool = False) -> None:
         dest="chunk_size",
         type=int,
         default=argparse.SUPPRESS,
-        help="Wav2Lip's spelling of --chunk-size (frames decoded and detected at a time)",
+        help="Wav2Lip's spelling of --chunk-size (frames decoded and detected at a time; default: as --chunk-size)",
     )
 
     g = p.add_argument_group("video")

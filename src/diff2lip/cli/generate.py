@@ -93,11 +93,11 @@ def _inputs(args: argparse.Namespace) -> tuple[str, str, str]:
             raise Diff2LipError(f"no {what} given (positional, or {name})")
         return value
 
-    video = one(args.video, args.face_video, "input video", "--face")
     if args.face_video in FACE_CHOICES and not Path(args.face_video).exists():
         raise Diff2LipError(
             f"--face now names the input video (as in Wav2Lip); to choose a face use --face-select {args.face_video}"
         )
+    video = one(args.video, args.face_video, "input video", "--face")
     audio = one(args.audio, args.audio_file, "audio", "--audio")
     if not args.output:
         raise Diff2LipError("no output given: -o OUT.mp4 (or --outfile)")
