@@ -541,6 +541,7 @@ def lipsync_frames(
     opts: GenerateOptions,
     *,
     inplace: bool = False,
+    step_callback: Callable[..., None] | None = None,
 ) -> np.ndarray:
     """Lip-sync a chunk of full frames in memory (no I/O).
 
@@ -552,6 +553,8 @@ def lipsync_frames(
         noise: the shared (1, 3, S, S) noise.
 
         inplace: paste into ``frames`` itself (no full-frame copies; the caller owns the chunk).
+        step_callback: ``step_callback(step, num_steps, x_t, pred_x0)`` after every sampler step (a
+            live preview: ``pred_x0`` is the batch's current estimate of the clean crops, in [-1, 1]).
 
     Returns:
         (N, H, W, 3) uint8: a copy with the lower faces replaced (``frames`` itself if no face or
@@ -581,6 +584,7 @@ def lipsync_frames(
         steps=opts.steps,
         batch_size=opts.batch_size,
         rounding="truncate" if paper else "round",
+        callback=step_callback,
     )
     out = frames if inplace else frames.copy()
     for i, j in enumerate(np.flatnonzero(has_face)):  # one frame at a time: only its box region is touched
@@ -600,6 +604,7 @@ def generate_video(
     *,
     detector: FaceDetector | None = None,
     progress: Progress | None = None,
+    step_callback: Callable[..., None] | None = None,
 ) -> GenerateReport:
     """Lip-sync ``video`` (or a still image) to ``audio`` and write ``output`` (mp4, H.264 + AAC).
 
@@ -765,6 +770,7 @@ def generate_video(
                     noise,
                     opts,
                     inplace=True,
+                    step_callback=step_callback,
                 )
                 synced = face.copy()
                 changed = [np.where(face[:, None], fboxes, -1)]  # (n, 4) per person: what was redrawn
