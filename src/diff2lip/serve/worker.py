@@ -193,6 +193,10 @@ class Worker(threading.Thread):
             log.exception("job %s failed", job.id)
             self.store.finish(job.id, "failed", error=_public(f"{type(e).__name__}: {e}", folder))
         else:
+            if report.frames_without_face == report.frames:  # the CLI warns; a job fails
+                self.store.result_path(job.id).unlink(missing_ok=True)
+                self.store.finish(job.id, "failed", error="no face was found in any frame")
+                return
             self.store.finish(job.id, "done", summary=_public(report.summary(), folder))
 
 
