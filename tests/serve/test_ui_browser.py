@@ -78,7 +78,7 @@ def browser() -> Iterator[Any]:
 
     options = Options()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1300"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1500"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -128,6 +128,9 @@ def test_page_runs_a_job(server, browser, tmp_path, talking_clip, speech_wav):
     browser.get(server + "/")
     wait("the page", lambda: find("#generate-button").is_displayed())
     assert not browser.find_elements(By.CSS_SELECTOR, "#demo-note")  # a real checkpoint: no demo note
+
+    find("#generate-button").click()  # nothing uploaded yet: a one-line message, no job
+    wait("the refusal", lambda: text("#progress") == "⚠ upload a video or image")
 
     find("#video-input input[type=file]").send_keys(str(talking_clip))
     find("#audio-input input[type=file]").send_keys(str(speech_wav))
@@ -208,7 +211,7 @@ def test_progress_line_and_demo_note(tmp_path):
 
     def note_shown(checkpoint: str) -> bool:
         ui = build_ui(ServeSettings(data_dir=tmp_path, checkpoint=checkpoint), store=lambda: None)
-        return "--checkpoint paper" in json.dumps(ui.get_config_file())
+        return any("--checkpoint paper" in str(getattr(b, "value", "")) for b in ui.blocks.values())
 
     assert note_shown("demo") and not note_shown("paper")
 

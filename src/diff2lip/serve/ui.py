@@ -303,6 +303,7 @@ def build_ui(settings: ServeSettings, store: Callable[[], JobStore]) -> Any:
             [job_state, timer, status, live, result, side, report, done_state],
             show_progress="minimal",
             show_progress_on=generate_button,
+            concurrency_limit=None,  # copying uploads; the workers bound the real work
         )
         polled = [status, live, result, report, done_state, timer]
         internal: dict[str, Any] = {"api_visibility": "undocumented", "concurrency_limit": None}
