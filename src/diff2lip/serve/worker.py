@@ -204,14 +204,15 @@ def write_preview(path: Any, pred_x0: Any, step: int, num_steps: int) -> None:
     """Save one crop's x̂0 (``(3, S, S)`` in [-1, 1]) as a PNG, atomically; its name says the step."""
     import numpy as np
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     from diff2lip.fileio import write_atomic
 
     image = ((pred_x0.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()  # (3, S, S)
     array = np.ascontiguousarray(image.permute(1, 2, 0).numpy())  # (S, S, 3)
-    picture = Image.fromarray(array)
-    picture.info["step"] = f"{step + 1}/{num_steps}"
-    write_atomic(path, lambda tmp: picture.save(tmp, format="PNG"))
+    info = PngInfo()
+    info.add_text("step", f"{step + 1}/{num_steps}")
+    write_atomic(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", pnginfo=info))
 
 
 def _public(text: str, folder: Any) -> str:
