@@ -253,7 +253,7 @@ def run_demo(
         out_tmp, sbs_tmp = temp_sibling(out, "demo"), temp_sibling(sbs, "demo")
         try:
             generate_video(video, speech, out_tmp, pipeline, opts, progress=progress)
-            _write_side_by_side(sbs_tmp, frames, out_tmp, speech, seconds, opts.crf)
+            _write_side_by_side(sbs_tmp, frames, out_tmp, speech, seconds, crf=18.0)  # a preview
             publish(out_tmp, out)
             publish(sbs_tmp, sbs)
         finally:
