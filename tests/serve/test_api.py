@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,49 +14,6 @@ import pytest
 
 from diff2lip.cli import main
 from diff2lip.video.io import VideoWriter, probe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(data_dir: Path, model: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real ``diff2lip serve`` process; yields (base URL, process); always stopped."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "diff2lip", "serve", "--checkpoint", str(model), "--port", str(port)]
-    cmd += ["--data-dir", str(data_dir), "--no-ui", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                headers = (
-                    {"Authorization": f"Bearer {extra[extra.index('--token') + 1]}"}
-                    if "--token" in extra
-                    else {}
-                )
-                if httpx.get(f"{base}/healthz", headers=headers, timeout=2).status_code in (200, 401):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not start within 60 s")
-            time.sleep(0.2)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _submit(base: str, video: Path, audio: Path, **fields: str) -> httpx.Response:
@@ -80,8 +32,8 @@ def _wait(base: str, job_id: str, timeout: float = 120, headers: dict | None = N
     pytest.fail(f"job {job_id} did not finish in {timeout} s")
 
 
-def test_submit_poll_download(tmp_path, tiny_model_dir, talking_clip, speech_wav):
-    with server(tmp_path / "data", tiny_model_dir) as (base, _):
+def test_submit_poll_download(serve_process, tmp_path, tiny_model_dir, talking_clip, speech_wav):
+    with serve_process(tmp_path / "data", tiny_model_dir, "--no-ui") as (base, _):
         r = _submit(base, talking_clip, speech_wav, steps="1", length="video")
         assert r.status_code == 202 and r.json()["state"] == "queued"
         job_id = r.json()["id"]
@@ -109,8 +61,10 @@ def test_submit_poll_download(tmp_path, tiny_model_dir, talking_clip, speech_wav
         assert not (tmp_path / "data" / "jobs" / job_id).exists()
 
 
-def test_ten_concurrent_submissions_all_finish_unmixed(tmp_path, tiny_model_dir, talking_clip, speech_wav):
-    with server(tmp_path / "data", tiny_model_dir) as (base, _):
+def test_ten_concurrent_submissions_all_finish_unmixed(
+    serve_process, tmp_path, tiny_model_dir, talking_clip, speech_wav
+):
+    with serve_process(tmp_path / "data", tiny_model_dir, "--no-ui") as (base, _):
         with ThreadPoolExecutor(10) as pool:
             lengths = ["video" if i % 2 else "shortest" for i in range(10)]
             responses = list(
@@ -128,7 +82,9 @@ def test_ten_concurrent_submissions_all_finish_unmixed(tmp_path, tiny_model_dir,
             assert probe(out).num_frames == 55  # (both lengths: the 1.8 s clip is shorter than the speech)
 
 
-def test_cancel_and_bad_requests(tmp_path, tiny_model_dir, talking_clip, speech_wav, carphone_mp4):
+def test_cancel_and_bad_requests(
+    serve_process, tmp_path, tiny_model_dir, talking_clip, speech_wav, carphone_mp4
+):
     text = tmp_path / "notes.txt"
     text.write_text("this is not a video\n" * 50)
     empty = tmp_path / "empty.mp4"
@@ -136,7 +92,7 @@ def test_cancel_and_bad_requests(tmp_path, tiny_model_dir, talking_clip, speech_
     grey = tmp_path / "grey.mp4"  # a real video without a face
     with VideoWriter(grey, width=64, height=48, fps=25) as w:
         w.write(np.full((10, 48, 64, 3), 128, np.uint8))
-    with server(tmp_path / "data", tiny_model_dir, "--max-upload", "3M") as (base, _):
+    with serve_process(tmp_path / "data", tiny_model_dir, "--no-ui", "--max-upload", "3M") as (base, _):
         r = _submit(base, text, speech_wav)
         assert r.status_code == 415 and "not a video, image or audio file" in r.json()["detail"]
         r = _submit(base, empty, speech_wav)
@@ -170,8 +126,10 @@ def test_cancel_and_bad_requests(tmp_path, tiny_model_dir, talking_clip, speech_
         assert list((tmp_path / "data" / "incoming").iterdir()) == []  # rejected uploads leave nothing
 
 
-def test_token_required_when_set_and_off_loopback(tmp_path, tiny_model_dir, talking_clip, speech_wav, capsys):
-    with server(tmp_path / "data", tiny_model_dir, "--token", "s3cret") as (base, _):
+def test_token_required_when_set_and_off_loopback(
+    serve_process, tmp_path, tiny_model_dir, talking_clip, speech_wav, capsys
+):
+    with serve_process(tmp_path / "data", tiny_model_dir, "--no-ui", "--token", "s3cret") as (base, _):
         assert httpx.get(f"{base}/healthz").status_code == 401
         assert httpx.get(f"{base}/api/v1/jobs").status_code == 401
         assert httpx.get(f"{base}/api/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -181,9 +139,11 @@ def test_token_required_when_set_and_off_loopback(tmp_path, tiny_model_dir, talk
     assert "\n" not in err and "--token" in err
 
 
-def test_a_killed_server_loses_no_accepted_job(tmp_path, tiny_model_dir, talking_clip, speech_wav):
+def test_a_killed_server_loses_no_accepted_job(
+    serve_process, tmp_path, tiny_model_dir, talking_clip, speech_wav
+):
     data = tmp_path / "data"
-    with server(data, tiny_model_dir) as (base, proc):
+    with serve_process(data, tiny_model_dir, "--no-ui") as (base, proc):
         ids = [
             _submit(base, talking_clip, speech_wav, steps="30", length="video").json()["id"] for _ in range(3)
         ]
@@ -195,7 +155,7 @@ def test_a_killed_server_loses_no_accepted_job(tmp_path, tiny_model_dir, talking
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not (data / "jobs" / ids[0] / "result.mp4").exists()
-    with server(data, tiny_model_dir) as (base, _):
+    with serve_process(data, tiny_model_dir, "--no-ui") as (base, _):
         first = httpx.get(f"{base}/api/v1/jobs/{ids[0]}").json()
         assert first["state"] in ("queued", "running")
         for job_id in ids:

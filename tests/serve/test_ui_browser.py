@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,12 +18,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as r:
         body = r.read()
@@ -34,36 +25,10 @@ def _get(url: str) -> Any:
 
 
 @pytest.fixture
-def server(tmp_path: Path, tiny_model_dir: Path) -> Iterator[str]:
-    """A `diff2lip serve` process on a free port (terminated at teardown); yields its base URL."""
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "diff2lip", "serve", "--checkpoint", str(tiny_model_dir)]
-    cmd += ["--port", str(port), "--data-dir", str(tmp_path / "data")]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if _get(f"{url}/healthz")["ready"] == 1:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not become ready in 120 s:\n{log_path.read_text()}")
-            time.sleep(0.3)
+def server(serve_process, tmp_path: Path, tiny_model_dir: Path) -> Iterator[str]:
+    """A `diff2lip serve` process with the page, on a free port; yields its base URL."""
+    with serve_process(tmp_path / "data", tiny_model_dir) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
