@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             f"--host {args.host} would let other machines use this server: give --token TOKEN as well "
             "(or bind 127.0.0.1)"
         )
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise Diff2LipError(f"--workers must be >= 1, got {args.workers}")
     try:
         import fastapi  # noqa: F401

@@ -44,7 +44,7 @@ class ServeSettings:
     data_dir: Path
     checkpoint: str = "demo"
     device: str = "auto"
-    workers: int = 1
+    workers: int | None = None  # None: one per device (each CUDA GPU, else one)
     token: str | None = None
     max_upload: int = 2 * 1024**3  # bytes per request
     keep_hours: float = 24.0  # finished jobs and their files are deleted after this
@@ -130,27 +130,45 @@ def _status(error: Diff2LipError, status: int) -> Diff2LipError:
     return error
 
 
+def worker_devices(device: str, workers: int | None) -> list[str]:
+    """The device of each worker: ``workers`` of them (default: one per CUDA GPU, else one), spread over
+    the GPUs in turn when ``device`` is ``auto`` or ``cuda``; else all on ``device``."""
+    gpus = 0
+    if device in ("auto", "cuda"):
+        import torch
+
+        gpus = torch.cuda.device_count()
+    count = workers if workers is not None else max(1, gpus)
+    if gpus:
+        return [f"cuda:{i % gpus}" for i in range(count)]
+    return [device] * count
+
+
 def create_app(settings: ServeSettings, *, load_pipeline: Any = None) -> Any:
     """The FastAPI app (workers start with it and stop with it)."""
 
     store_box: dict[str, Any] = {}
+    devices = worker_devices(settings.device, settings.workers)
 
-    if load_pipeline is None:
+    def loader(device: str) -> Any:
+        """What a worker on ``device`` calls (once, in its thread) to load the model."""
+        if load_pipeline is not None:
+            return load_pipeline
 
-        def load_pipeline() -> Any:
+        def load() -> Any:
             from diff2lip.inference.pipeline import Diff2LipPipeline
             from diff2lip.models.named import resolve_model
 
-            return Diff2LipPipeline.from_pretrained(
-                resolve_model(settings.checkpoint), device=settings.device
-            )
+            return Diff2LipPipeline.from_pretrained(resolve_model(settings.checkpoint), device=device)
+
+        return load
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         store = JobStore(settings.data_dir)
         workers = [
-            Worker(store, load_pipeline, index=i, keep_s=settings.keep_hours * 3600.0)
-            for i in range(max(1, settings.workers))
+            Worker(store, loader(device), index=i, keep_s=settings.keep_hours * 3600.0)
+            for i, device in enumerate(devices)
         ]
         store_box.update(store=store, workers=workers)
         for w in workers:
