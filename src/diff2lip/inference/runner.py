@@ -30,10 +30,10 @@ from diff2lip.fileio import check_output_path
 from diff2lip.inference.memory import MemoryPlan, plan_memory
 from diff2lip.inference.pipeline import PAPER_SEED, Diff2LipPipeline, shared_noise
 from diff2lip.video.crop import crop_faces, paste_back
-from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetection, FaceDetector, create_detector
-from diff2lip.video.io import FrameChunk, VideoInfo, VideoReader, VideoWriter, as_still, probe
+from diff2lip.video.face import SAME_PERSON, FaceDetection, FaceDetector, create_detector
+from diff2lip.video.io import FrameChunk, VideoReader, VideoWriter, as_still, probe
 from diff2lip.video.official import crop_faces_official, paste_back_official
-from diff2lip.video.people import Person, detections_of, track_people, video_describer
+from diff2lip.video.people import Person, detections_of, identify_people
 from diff2lip.video.quality import auto_crf
 from diff2lip.video.shots import ShotDetector
 from diff2lip.video.track import FaceTrack, track_faces
@@ -192,8 +192,8 @@ def _downscale(frames: np.ndarray, factor: int) -> np.ndarray:
     return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _chunks(reader: VideoReader, factor: int = 1) -> Iterator[FrameChunk]:
-    """The reader's chunks (the frames shrunk by ``factor`` for detection; without it, as decoded)."""
+def _chunks(reader: VideoReader, factor: int) -> Iterator[FrameChunk]:
+    """The reader's chunks with the frames shrunk by ``factor`` (what the detector sees)."""
     if factor == 1:
         yield from reader
         return
@@ -202,10 +202,6 @@ def _chunks(reader: VideoReader, factor: int = 1) -> Iterator[FrameChunk]:
         del chunk  # hold no reference while the reader decodes the next chunk (memory: one chunk, not two)
         yield out
         del out
-
-
-def _frame_size(info: VideoInfo) -> tuple[int, int]:
-    return (info.height, info.width)
 
 
 def _detect(detector: FaceDetector, frames: np.ndarray, factor: int) -> list[list[FaceDetection]]:
@@ -265,11 +261,8 @@ def find_people_in(
     detections: list, cuts: list[int], reader: VideoReader, opts: GenerateOptions
 ) -> list[Person]:
     """Every person of the detected frames, numbered as ``diff2lip faces`` numbers them."""
-    describe = None
-    if opts.same_person is not None:
-        describe = video_describer(lambda: _chunks(reader), FaceDescriber())
-    return track_people(
-        detections, cuts=cuts, min_face=opts.min_face, describe=describe, same_person=opts.same_person or 0.0
+    return identify_people(
+        detections, reader, cuts=cuts, min_face=opts.min_face, same_person=opts.same_person
     )
 
 
@@ -289,7 +282,7 @@ def track_detections(
     """Per-frame detections → the face track (``one_person``: they are already one person's)."""
     return track_faces(
         detections,
-        _frame_size(reader.info),
+        (reader.info.height, reader.info.width),
         pads=opts.pads,
         smooth=opts.smooth,
         choose="score" if one_person else opts.choose,
@@ -370,7 +363,7 @@ def get_face_track(
     """The face track: a saved file (``face_track`` that exists), a fixed ``box``, or detection (saved to
     ``face_track`` when that path does not exist yet; then always of the whole video, else of the first
     ``max_frames`` frames when given)."""
-    frame_size = _frame_size(reader.info)
+    frame_size = (reader.info.height, reader.info.width)
     if opts.face_track and Path(opts.face_track).is_file():
         track = FaceTrack.load(opts.face_track)
         track.check_compatible(reader.num_frames, frame_size, opts.face_track)
@@ -417,7 +410,7 @@ def _shot_references(
         return None
     wanted = set(known)
     crops: dict[int, np.ndarray] = {}
-    for chunk in _chunks(reader):  # one pass for all of them
+    for chunk in reader:  # one pass for all of them
         for j in range(len(chunk)):
             i = chunk.start_index + j
             if i in wanted:
@@ -481,10 +474,23 @@ def _reference_crop(
     return crop_faces(frame[None], boxes[index : index + 1], size)[0]
 
 
-def _refs(
-    ref_crop: np.ndarray | None, per_shot: tuple[np.ndarray, np.ndarray] | None, idx: np.ndarray
-) -> np.ndarray | None:
+References = tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]
+"""A track's references: a fixed (S, S, 3) crop or None (each frame its own), and the per-shot ones."""
+
+
+def _references(
+    opts: GenerateOptions, reader: VideoReader, track: FaceTrack, size: int, detector: FaceDetector | None
+) -> References:
+    """Per-shot references where a reference must not cross a cut, else the fixed one (one decode)."""
+    per_shot = _shot_references(opts, reader, track, size)
+    if per_shot is not None:
+        return None, per_shot
+    return _reference_crop(opts, reader, track, size, detector), None
+
+
+def _refs(references: References, idx: np.ndarray) -> np.ndarray | None:
     """The references of frames ``idx``: a fixed (S, S, 3) crop, one per frame (n, S, S, 3), or None."""
+    ref_crop, per_shot = references
     return ref_crop if per_shot is None else per_shot[0][per_shot[1][idx]]
 
 
@@ -661,17 +667,10 @@ def generate_video(
         track, others = get_face_track(video, reader, opts, detector, progress, needed), {}
     n_src = track.num_frames
     size = pipeline.image_size
-    ref_crop = _reference_crop(opts, reader, track, size, detector)
-    per_shot = _shot_references(opts, reader, track, size)
-    speakers = [  # (track boxes, has face, mel, fixed reference, per-shot references) of each --audio-for
-        (
-            t.int_boxes(),
-            t.has_face,
-            voice_mels[k],
-            _reference_crop(opts, reader, t, size, detector),
-            _shot_references(opts, reader, t, size),
-        )
-        for k, t in others.items()
+    # (boxes, has face, mel, references) of each person lip-synced: the main audio's, then each --audio-for
+    mouths = [
+        (t.int_boxes(), t.has_face, m, _references(opts, reader, t, size, detector))
+        for t, m in [(track, mel), *((t, voice_mels[k]) for k, t in others.items())]
     ]
     times["track"] = time.perf_counter() - t1
 
@@ -688,21 +687,19 @@ def generate_video(
         out_seconds = output_duration(opts.length, video_seconds, audio_seconds)
     period = video_seconds
     passes = max(1, math.ceil(out_seconds / period - 1e-9)) if period > 0 else 1
-    boxes = track.int_boxes()
-    has_face = track.has_face
     noise = shared_noise(size, opts.seed, pipeline.device)
 
     recon_frame = recon_box = None
     if opts.reconstruction:
-        faces_idx = np.flatnonzero(has_face)
+        faces_idx = np.flatnonzero(track.has_face)
         if len(faces_idx) == 0:
             raise Diff2LipError("reconstruction mode needs a face in the video, none was found", video)
         first = int(faces_idx[0])
         recon_frame = _frame_at(reader, first)
-        recon_box = boxes[first]
+        recon_box = track.int_boxes()[first]
 
     t2 = time.perf_counter()
-    height, width = _frame_size(info)
+    height, width = info.height, info.width
     crf = auto_crf(info) if opts.crf is None else opts.crf
     # the frames again, each with its samples as decoded: pixels the model did not redraw are written as
     # they were (no RGB round trip), in the source's colour spec
@@ -753,42 +750,31 @@ def generate_video(
                 if chunk.yuv is not None and recon_frame is None:
                     source_yuv = chunk.yuv if keep.all() else chunk.yuv[keep]
                 ftimes = out_times[keep]
-                face = has_face[idx]
-                fboxes = boxes[idx]
                 if recon_frame is not None:
                     frames = np.repeat(recon_frame[None], len(frames), axis=0)
-                    face = np.ones(len(frames), bool)
-                    fboxes = np.repeat(recon_box[None], len(frames), axis=0)
-                out = lipsync_frames(
-                    pipeline,
-                    frames,
-                    ftimes,
-                    fboxes,
-                    face,
-                    mel,
-                    _refs(ref_crop, per_shot, idx),
-                    noise,
-                    opts,
-                    inplace=True,
-                    step_callback=step_callback,
-                )
-                synced = face.copy()
-                changed = [np.where(face[:, None], fboxes, -1)]  # (n, 4) per person: what was redrawn
-                for vboxes, vface, vmel, vref, vshots in speakers:  # each --audio-for person, in place
+                out = frames
+                synced = np.zeros(len(frames), bool)
+                changed = []  # (n, 4) per person: the boxes redrawn (-1: none)
+                for person_boxes, person_face, person_mel, person_refs in mouths:  # in place, one by one
+                    face, fboxes = person_face[idx], person_boxes[idx]
+                    if recon_frame is not None:  # the first face frame is every frame's input
+                        face = np.ones(len(frames), bool)
+                        fboxes = np.repeat(recon_box[None], len(frames), axis=0)
                     out = lipsync_frames(
                         pipeline,
                         out,
                         ftimes,
-                        vboxes[idx],
-                        vface[idx],
-                        vmel,
-                        _refs(vref, vshots, idx),
+                        fboxes,
+                        face,
+                        person_mel,
+                        _refs(person_refs, idx),
                         noise,
                         opts,
                         inplace=True,
+                        step_callback=step_callback,
                     )
-                    synced |= vface[idx]
-                    changed.append(np.where(vface[idx][:, None], vboxes[idx], -1))
+                    synced |= face
+                    changed.append(np.where(face[:, None], fboxes, -1))
                 no_face += int((~synced).sum())
                 writer.write(out, ftimes, source_yuv=source_yuv, changed=np.stack(changed, axis=1))
                 steps = np.diff(np.concatenate([[last_time], ftimes]) if written else ftimes)

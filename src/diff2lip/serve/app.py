@@ -23,10 +23,11 @@ import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import UploadFile
 
 from diff2lip.errors import Diff2LipError
 from diff2lip.serve.jobs import JobStore
@@ -55,11 +56,11 @@ class UploadTooLarge(Exception):
     pass
 
 
-def _save_upload(upload: Any, target: Path, budget: list[int]) -> int:
+def _save_upload(source: BinaryIO, target: Path, budget: list[int]) -> int:
     """Copy an uploaded file to ``target``; ``budget[0]`` bytes may still be written in this request."""
     written = 0
     with open(target, "wb") as out:
-        while chunk := upload.file.read(1 << 20):
+        while chunk := source.read(1 << 20):
             written += len(chunk)
             budget[0] -= len(chunk)
             if budget[0] < 0:
@@ -83,10 +84,8 @@ def check_media(path: Path, role: str) -> None:
         raise Diff2LipError(f"the {role} upload is not a video, image or audio file PyAV can read") from None
 
 
-def accept_job(
-    store: JobStore, files: dict[str, tuple[Any, str]], fields: dict[str, Any], max_upload: int
-) -> str:
-    """Store a job's uploads and accept it; returns its id. ``files``: role → (upload, label).
+def accept_job(store: JobStore, files: dict[str, BinaryIO], fields: dict[str, Any], max_upload: int) -> str:
+    """Store a job's uploads and accept it; returns its id. ``files``: role → readable binary file.
 
     Raises :class:`UploadTooLarge`, or :class:`Diff2LipError` with an HTTP status in ``.status``.
     """
@@ -96,9 +95,9 @@ def accept_job(
     budget = [max_upload]
     try:
         inputs = {}
-        for role, (upload, _label) in files.items():
+        for role, source in files.items():
             name = role  # an uploaded file's own name never becomes a path
-            size = _save_upload(upload, staging / name, budget)
+            size = _save_upload(source, staging / name, budget)
             if size == 0:
                 raise _status(Diff2LipError(f"the {role} upload is empty"), 422)
             try:
@@ -118,10 +117,7 @@ def accept_paths(
 ) -> str:
     """:func:`accept_job` for files already on disk (the browser page's uploads): role → path."""
     with contextlib.ExitStack() as stack:
-        files = {}
-        for role, path in paths.items():
-            handle = stack.enter_context(open(path, "rb"))
-            files[role] = (type("Upload", (), {"file": handle})(), Path(path).name)
+        files = {role: stack.enter_context(open(path, "rb")) for role, path in paths.items()}
         return accept_job(store, files, fields, max_upload)
 
 
@@ -235,14 +231,14 @@ def create_app(settings: ServeSettings, *, load_pipeline: Any = None) -> Any:
             )
         form = await request.form(max_files=3, max_fields=len(JOB_FIELDS) + 3)
         try:
-            files: dict[str, tuple[Any, str]] = {}
+            files: dict[str, BinaryIO] = {}
             fields: dict[str, Any] = {}
             for key, value in form.multi_items():
-                if isinstance(value, UploadFile) or hasattr(value, "file"):
+                if isinstance(value, UploadFile):
                     role = "video" if key in ("video", "image") else key
                     if role not in ("video", "audio") or role in files:
                         return JSONResponse({"detail": f"unexpected file field '{key}'"}, status_code=422)
-                    files[role] = (value, value.filename or role)
+                    files[role] = value.file
                 else:
                     fields[key] = value
             missing = [r for r in ("video", "audio") if r not in files]

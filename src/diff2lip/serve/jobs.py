@@ -20,7 +20,6 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,9 +266,6 @@ class JobStore:
         with self._mutex:
             rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {r["state"]: r["n"] for r in rows}
-
-    def __iter__(self) -> Iterator[Job]:
-        return iter(self.list(limit=1_000_000))
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -75,7 +75,7 @@ def job_options(fields: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = choice(name, ("largest", "central", "score", "track"), value)
         elif name == "length":
             out[name] = choice(name, ("audio", "video", "shortest"), value)
-        elif name in ("steps",):
+        elif name == "steps":
             out[name] = integer(name, value, 1)
         elif name in ("face_id", "seed"):
             out[name] = integer(name, value, 0)

@@ -69,6 +69,7 @@ AUDIO_ENCODERS = {
     "pcm": ("pcm_s16le", {"mov", "matroska"}),
 }
 AUDIO_CODECS = ("auto", "copy", *AUDIO_ENCODERS)
+_SUFFIXES = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv"}  # (names for messages)
 # Default channel layout per channel count for AAC output (FFmpeg's names).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
@@ -278,7 +279,7 @@ class ColorSpec:
 
 BT709 = ColorSpec("ITU709", False, (1, 1, 1, 1))
 # FFmpeg's AVColorSpace → libswscale matrix (2 = unspecified: FFmpeg decodes it as BT.601)
-_MATRIX = {0: None, 1: "ITU709", 2: "ITU601", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020"}
+_MATRIX = {1: "ITU709", 2: "ITU601", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020"}
 
 
 def color_spec(frame: av.VideoFrame) -> ColorSpec | None:
@@ -717,9 +718,7 @@ def plan_audio(
         return "aac", f"audio encoded as AAC ({why})"
     encoder, containers = AUDIO_ENCODERS[codec]
     if muxer not in containers:
-        allowed = ", ".join(
-            sorted({".mp4" if m == "mp4" else ".mov" if m == "mov" else ".mkv" for m in containers})
-        )
+        allowed = ", ".join(sorted(_SUFFIXES[m] for m in containers))
         raise Diff2LipError(f"--audio-codec {codec} needs a {allowed} output", output)
     return encoder, f"audio encoded as {codec.upper() if codec in ('aac', 'pcm') else codec.capitalize()}"
 

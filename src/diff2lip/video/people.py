@@ -24,7 +24,15 @@ import numpy as np
 from diff2lip.video.face import SAME_PERSON, FaceDescriber, FaceDetection, FaceDetector
 from diff2lip.video.track import continuation_distance
 
-__all__ = ["Person", "detections_of", "link_tracklets", "merge_tracklets", "track_people", "video_describer"]
+__all__ = [
+    "Person",
+    "detections_of",
+    "identify_people",
+    "link_tracklets",
+    "merge_tracklets",
+    "track_people",
+    "video_describer",
+]
 
 
 @dataclass
@@ -149,16 +157,18 @@ def track_people(
     return merge_tracklets(tracklets, means, same_person)
 
 
-def video_describer(chunks: Callable[[], Iterable], describer: FaceDescriber) -> Describe:
-    """A :data:`Describe` that decodes the video once more (``chunks()`` yields frame chunks with
-    ``frames`` and ``start_index``) and describes the faces wanted, stopping after the last one."""
+def video_describer(frames: Iterable) -> Describe:
+    """A :data:`Describe` that reads the video once more (``frames`` — a reader — yields chunks with
+    ``frames`` and ``start_index``) and describes the faces wanted, stopping after the last one; dlib's
+    descriptor model is loaded on the first call only."""
 
     def describe(wanted: dict[int, list[FaceDetection]]) -> dict[int, list[np.ndarray]]:
         out: dict[int, list[np.ndarray]] = {}
         if not wanted:
             return out
+        describer = FaceDescriber()
         last = max(wanted)
-        for chunk in chunks():
+        for chunk in frames:
             for j, frame in enumerate(chunk.frames):
                 i = chunk.start_index + j
                 if i in wanted:
@@ -168,6 +178,22 @@ def video_describer(chunks: Callable[[], Iterable], describer: FaceDescriber) ->
         return out
 
     return describe
+
+
+def identify_people(
+    detections: Sequence[Sequence[FaceDetection]],
+    frames: Iterable,
+    *,
+    cuts: Sequence[int] = (),
+    min_face: float = 0.0,
+    same_person: float | None = SAME_PERSON,
+) -> list[Person]:
+    """:func:`track_people` with the appearance read from the video's own ``frames`` (a reader);
+    ``same_person=None``: by continuity alone. What ``diff2lip faces`` and ``generate --face-id`` share."""
+    if same_person is None:
+        return track_people(detections, cuts=cuts, min_face=min_face)
+    describe = video_describer(frames)
+    return track_people(detections, cuts=cuts, min_face=min_face, describe=describe, same_person=same_person)
 
 
 def detections_of(person: Person, num_frames: int) -> list[list[FaceDetection]]:
@@ -210,10 +236,7 @@ def find_people(
         if progress is not None:
             progress(len(chunk), reader.num_frames)
     cuts = cut_finder.cuts if cut_finder is not None else []
-    describe = None if same_person is None else video_describer(lambda: iter(reader), FaceDescriber())
-    people = track_people(
-        detections, cuts=cuts, min_face=min_face, describe=describe, same_person=same_person or 0.0
-    )
+    people = identify_people(detections, reader, cuts=cuts, min_face=min_face, same_person=same_person)
     wanted = {p.best_frame(): [] for p in people}
     for p in people:
         wanted[p.best_frame()].append(p)
