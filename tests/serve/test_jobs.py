@@ -72,3 +72,15 @@ def test_job_options_are_checked_and_mapped():
     ]:
         with pytest.raises(Diff2LipError, match=message):
             job_options(bad)
+
+
+def test_serve_refuses_a_data_folder_another_server_holds(tmp_path, tiny_model_dir, capsys):
+    from diff2lip.cli import main
+
+    store = JobStore(tmp_path)
+    try:
+        assert main(["serve", "--data-dir", str(tmp_path), "--checkpoint", str(tiny_model_dir)]) == 2
+    finally:
+        store.close()
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "another diff2lip serve is using this data folder" in err

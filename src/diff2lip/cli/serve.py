@@ -89,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise Diff2LipError(f"diff2lip serve needs the web extra: pip install -e '.[web]' ({e})") from None
     from diff2lip.serve.app import ServeSettings, create_app
+    from diff2lip.serve.jobs import JobStore
 
     resolve_model(args.checkpoint)  # a missing model: one line now, not in a worker
     data_dir = Path(args.data_dir) if args.data_dir else diff2lip_home() / "serve"
+    JobStore(data_dir).close()  # a folder another server holds, or one that cannot be written: one line now
     settings = ServeSettings(
         data_dir=data_dir,
         checkpoint=args.checkpoint,
